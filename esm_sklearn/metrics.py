@@ -152,8 +152,8 @@ def kendall_tau(y_true, y_pred) -> float:
 
 # ------------------------------------------------------------------ bin-wise
 def _infer_space(archs: list, space) -> SearchSpace:
-    if space is not None:
-        return get_space(space)
+    """The given space, else the one named by the architectures; a mismatch raises."""
+    given = get_space(space) if space is not None else None
     names = set()
     for i, arch in enumerate(archs):
         if isinstance(arch, (str, bytes)):
@@ -161,11 +161,18 @@ def _infer_space(archs: list, space) -> SearchSpace:
                 arch = json.loads(arch)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"architecture {i} is not valid JSON: {exc}") from None
-        if not isinstance(arch, Mapping) or "space" not in arch:
-            raise ValueError(
-                f"architecture {i} has no 'space' field; pass space= to name the search space"
-            )
-        names.add(arch["space"])
+        name = arch.get("space") if isinstance(arch, Mapping) else None
+        if name is None:
+            if given is None:
+                raise ValueError(
+                    f"architecture {i} has no 'space' field; pass space= to name the search space"
+                )
+            continue
+        if given is not None and name != given.name:
+            raise ValueError(f"architecture {i} is of space {name!r}, not {given.name!r}")
+        names.add(name)
+    if given is not None:
+        return given
     if len(names) != 1:
         raise ValueError(
             f"architectures come from several spaces {sorted(map(str, names))}; "
