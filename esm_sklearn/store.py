@@ -1,0 +1,651 @@
+"""MeasurementStore: the durable, append-only record of every latency measurement.
+
+Every measurement (an architecture, a reference architecture re-timed for
+quality control, or a single block for a lookup table) is one row of the SQLite
+table ``measurements``, committed before :meth:`MeasurementStore.add` returns,
+so a crash, ``kill -9`` or Ctrl-C loses at most the model being timed. Rows are
+never updated or deleted (triggers refuse it); a re-timed architecture simply
+adds a newer row and the exports keep the last ``ok`` row per architecture and
+setting. Failed measurements are kept with their error text.
+
+Durability: the database runs in WAL journal mode. With ``synchronous="FULL"``
+(the default) a committed row survives a power loss or OS crash; with
+``"NORMAL"`` it survives the death of the process (``kill -9``) but the last
+commits may be lost if the operating system itself crashes. One fsync per row
+is negligible next to timing a model 150 times.
+
+Two processes may write the same store: each connection waits up to
+``timeout`` seconds for the write lock and retries when SQLite still reports
+``database is locked``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .spaces import arch_key as _arch_key
+
+__all__ = ["MeasurementStore", "setting_key", "SCHEMA_VERSION", "LATENCY_COLUMNS",
+           "REFERENCE_COLUMNS"]
+
+SCHEMA_VERSION = 1
+KINDS = ("arch", "reference", "block")
+STATUSES = ("ok", "failed")
+
+# Columns of the shared H200 CSV format (shared/datasets/h200/README.md).
+LATENCY_COLUMNS = ["run", "order", "space", "sampling", "batch_size", "resolution",
+                   "total_depth", "latency_ms", "median_ms", "min_ms", "p90_ms", "std_ms",
+                   "runs", "arch"]
+REFERENCE_COLUMNS = ["run", "space", "ref_id", "round", "after_arch_id", "batch_size",
+                     "latency_ms", "median_ms", "std_ms", "runs"]
+
+# name -> SQLite declaration; order is the column order of frame().
+_COLUMNS: dict[str, str] = {
+    "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "kind": "TEXT NOT NULL",
+    "arch_key": "TEXT NOT NULL",
+    "space": "TEXT",
+    "setting_key": "TEXT NOT NULL",
+    "device": "TEXT",
+    "protocol": "TEXT",
+    "sampling": "TEXT",
+    "ref_id": "INTEGER",
+    "qc_round": "INTEGER",
+    "after_arch_id": "INTEGER",
+    "latency_ms": "REAL",
+    "median_ms": "REAL",
+    "min_ms": "REAL",
+    "p90_ms": "REAL",
+    "std_ms": "REAL",
+    "runs": "INTEGER",
+    "status": "TEXT NOT NULL",
+    "error": "TEXT",
+    "batch": "INTEGER",
+    "timestamp": "TEXT NOT NULL",
+    "extra": "TEXT",
+}
+_FLOAT_FIELDS = ("latency_ms", "median_ms", "min_ms", "p90_ms", "std_ms")
+_INT_FIELDS = ("ref_id", "qc_round", "after_arch_id", "runs", "batch")
+_TEXT_FIELDS = ("space", "sampling", "error")
+_JSON_FIELDS = ("device", "protocol", "extra")
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS measurements ("
+    + ", ".join(f"{name} {decl}" for name, decl in _COLUMNS.items())
+    + ")",
+    "CREATE INDEX IF NOT EXISTS measurements_setting ON measurements (setting_key, kind)",
+    "CREATE TRIGGER IF NOT EXISTS measurements_no_update BEFORE UPDATE ON measurements "
+    "BEGIN SELECT RAISE(ABORT, 'measurements is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS measurements_no_delete BEFORE DELETE ON measurements "
+    "BEGIN SELECT RAISE(ABORT, 'measurements is append-only'); END",
+]
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def setting_key(device: dict, protocol: dict) -> str:
+    """Key of a measurement setting: sha1 of the device description and protocol.
+
+    Two measurements are comparable (and an architecture need not be timed
+    again) only when both were taken under the same setting.
+
+    Parameters
+    ----------
+    device : dict
+        Device description, e.g. ``{"name": ..., "type": "cuda", "torch": ...,
+        "cuda": ..., "threads": 16, "batch_size": 1, "resolution": 224}``.
+    protocol : dict
+        Timing protocol, e.g. ``{"warmup": 10, "runs": 150, "trim": 0.2}``.
+
+    Returns
+    -------
+    str
+        40 hexadecimal digits; the same for equal dicts whatever their key order.
+
+    Examples
+    --------
+    >>> setting_key({"name": "cpu", "threads": 2}, {"runs": 10}) == setting_key(
+    ...     {"threads": 2, "name": "cpu"}, {"runs": 10})
+    True
+    """
+    for name, value in (("device", device), ("protocol", protocol)):
+        if not isinstance(value, dict):
+            raise ValueError(f"setting_key: {name} must be a dict, got {type(value).__name__}")
+    payload = _canonical_json({"device": device, "protocol": protocol})
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+
+# Connections inherited through fork() are kept referenced (never closed or
+# garbage-collected in the child): closing them there could disturb the parent's.
+_FORKED_CONNECTIONS: list = []
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class MeasurementStore:
+    """Append-only SQLite record of latency measurements.
+
+    Parameters
+    ----------
+    path : str or path-like, default ":memory:"
+        SQLite file (created with its parent folders) or ``":memory:"``.
+    timeout : float, default 30.0
+        Seconds to wait for another process's write lock before failing.
+    synchronous : {"FULL", "NORMAL"}, default "FULL"
+        SQLite ``synchronous`` setting (see the module docstring).
+
+    Examples
+    --------
+    >>> store = MeasurementStore()
+    >>> key = setting_key({"name": "cpu"}, {"runs": 10})
+    >>> store.add({"kind": "arch", "arch_key": '{"depth":[1]}', "setting_key": key,
+    ...            "latency_ms": 1.5, "status": "ok"})
+    1
+    >>> sorted(store.measured_keys(key))
+    ['{"depth":[1]}']
+    >>> store.close()
+    """
+
+    def __init__(self, path: str | os.PathLike = ":memory:", timeout: float = 30.0,
+                 synchronous: str = "FULL"):
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.path = str(path) if str(path) == ":memory:" else os.fspath(path)
+        self.timeout = float(timeout)
+        self.synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._pid = None
+        self._lock = threading.RLock()
+        self._open()
+
+    # ------------------------------------------------------------ connection
+    @property
+    def in_memory(self) -> bool:
+        return self.path == ":memory:"
+
+    def _open(self, image: bytes | None = None) -> None:
+        if not self.in_memory:
+            p = Path(self.path)
+            if p.is_dir():
+                raise ValueError(f"store path {self.path!r} is a directory, not a SQLite file")
+            p.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: calls are serialised by self._lock instead, so an
+        # oracle may time models in a worker thread.
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            if image is not None:
+                conn.deserialize(image)
+            self._conn, self._pid = conn, os.getpid()
+            self._init_schema()
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError(f"MeasurementStore({self.path!r}) is closed")
+        if self._pid != os.getpid():
+            # A connection must not cross a fork: open our own in the child.
+            if self.in_memory:
+                raise ValueError("an in-memory MeasurementStore cannot be shared with a "
+                                 "forked process; give it a file path")
+            _FORKED_CONNECTIONS.append(self._conn)
+            self._conn = None
+            self._open()
+        return self._conn
+
+    def _retry(self, fn):
+        """Run ``fn()``, retrying while SQLite reports the database locked/busy."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                with self._lock:
+                    return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    def _init_schema(self) -> None:
+        conn = self._conn
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(
+                f"{self.path!r} is not a MeasurementStore: not a SQLite database ({exc})"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.path!r} has store schema version {version}, newer than this "
+                f"esm_sklearn supports ({SCHEMA_VERSION}); upgrade esm_sklearn"
+            )
+        tables.discard("sqlite_sequence")
+        if tables and "measurements" not in tables:
+            raise ValueError(
+                f"{self.path!r} is a SQLite database of something else (tables "
+                f"{sorted(tables)}, no 'measurements' table); refusing to write into it"
+            )
+        if not self.in_memory:
+            mode = self._retry(
+                lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            if str(mode).lower() != "wal":
+                raise ValueError(f"could not put {self.path!r} in WAL journal mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        if "measurements" not in tables:
+            def create():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in _SCHEMA:
+                        conn.execute(stmt)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            self._retry(create)
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(measurements)")}
+        missing = [c for c in _COLUMNS if c not in cols]
+        if missing:
+            raise ValueError(
+                f"{self.path!r} has a 'measurements' table without the store's columns "
+                f"{missing}; it is not a MeasurementStore"
+            )
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                if self._pid == os.getpid():
+                    self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> MeasurementStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"MeasurementStore({self.path!r})"
+
+    # A store is a parameter of the oracle, so clone()/pickle must work: a file
+    # store reopens its path; an in-memory one carries a copy of its content.
+    def __getstate__(self):
+        state = {"path": self.path, "timeout": self.timeout, "synchronous": self.synchronous}
+        if self.in_memory and self._conn is not None:
+            state["image"] = self._connection().serialize()
+        return state
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        self.timeout = state["timeout"]
+        self.synchronous = state["synchronous"]
+        self._conn = None
+        self._pid = None
+        self._lock = threading.RLock()
+        self._open(image=state.get("image"))
+
+    # ---------------------------------------------------------------- writing
+    def add(self, record: dict) -> int:
+        """Append one measurement and commit it before returning.
+
+        Parameters
+        ----------
+        record : dict
+            Row fields (see ``ORACLE_CONTRACT.md``). Required: ``kind``
+            ('arch', 'reference' or 'block'), ``arch_key`` (or ``arch``: a dict or
+            JSON string, turned into its key), ``status`` ('ok' or 'failed'),
+            and ``setting_key`` (or both ``device`` and ``protocol``, from which
+            it is computed). An 'ok' row needs a positive finite ``latency_ms``;
+            a 'failed' row needs an ``error`` text. ``device``, ``protocol`` and
+            ``extra`` may be dicts (stored as JSON). ``timestamp`` defaults to now
+            (ISO 8601, UTC).
+
+        Returns
+        -------
+        int
+            The row id (increasing in insertion order).
+        """
+        row = self._prepare(record)
+        names = list(row)
+        sql = (f"INSERT INTO measurements ({', '.join(names)}) "
+               f"VALUES ({', '.join('?' * len(names))})")
+        values = [row[n] for n in names]
+        conn = self._connection()
+        # isolation_level=None: the INSERT is its own transaction, committed on return.
+        cur = self._retry(lambda: conn.execute(sql, values))
+        return int(cur.lastrowid)
+
+    def _prepare(self, record: dict) -> dict[str, Any]:
+        if not isinstance(record, dict):
+            raise ValueError(f"a store record must be a dict, got {type(record).__name__}")
+        record = dict(record)
+        arch = record.pop("arch", None)
+        if arch is not None and record.get("arch_key") is None:
+            try:
+                record["arch_key"] = _arch_key(arch)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"record 'arch' is not a JSON architecture: {exc}") from None
+        unknown = sorted(set(record) - set(_COLUMNS) - {"id"})
+        if unknown:
+            raise ValueError(f"unknown record fields {unknown}; allowed: {list(_COLUMNS)[1:]}")
+        if record.get("id") is not None:
+            raise ValueError("record field 'id' is assigned by the store; leave it out")
+        record.pop("id", None)
+
+        kind = record.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"record 'kind' must be one of {KINDS}, got {kind!r}")
+        status = record.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"record 'status' must be one of {STATUSES}, got {status!r}")
+        key = record.get("arch_key")
+        if isinstance(key, dict):
+            key = _arch_key(key)
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"record 'arch_key' must be a non-empty string, got {key!r}")
+        record["arch_key"] = key
+        if record.get("space") is None and key.startswith("{"):
+            try:
+                parsed = json.loads(key)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and isinstance(parsed.get("space"), str):
+                record["space"] = parsed["space"]
+
+        if record.get("setting_key") is None:
+            if not (isinstance(record.get("device"), dict)
+                    and isinstance(record.get("protocol"), dict)):
+                raise ValueError("record needs 'setting_key', or 'device' and 'protocol' dicts "
+                                 "to compute it from")
+            record["setting_key"] = setting_key(record["device"], record["protocol"])
+        if not isinstance(record["setting_key"], str) or not record["setting_key"]:
+            raise ValueError(f"record 'setting_key' must be a non-empty string, "
+                             f"got {record['setting_key']!r}")
+
+        where = f"record for {kind} {key[:80]}"
+        for name in _FLOAT_FIELDS:
+            value = record.get(name)
+            if value is None:
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: {name} must be a number, got {value!r}") from None
+            record[name] = None if math.isnan(value) else value
+            if record[name] is not None and not math.isfinite(value):
+                raise ValueError(f"{where}: {name} must be finite, got {value}")
+        for name in _INT_FIELDS:
+            value = record.get(name)
+            if value is None:
+                continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+            record[name] = int(value)
+        for name in _TEXT_FIELDS:
+            value = record.get(name)
+            if value is not None and not isinstance(value, str):
+                record[name] = str(value)
+        for name in _JSON_FIELDS:
+            value = record.get(name)
+            if value is None or isinstance(value, str):
+                continue
+            try:
+                record[name] = _canonical_json(value)
+            except TypeError as exc:
+                raise ValueError(f"{where}: {name} is not JSON-serialisable: {exc}") from None
+
+        if kind == "reference":
+            missing = [n for n in ("ref_id", "qc_round") if record.get(n) is None]
+            if missing:
+                raise ValueError(f"{where}: a 'reference' row needs {missing}")
+        if status == "ok":
+            lat = record.get("latency_ms")
+            if lat is None or lat <= 0:
+                raise ValueError(f"{where}: an 'ok' row needs a positive latency_ms, got {lat!r}")
+        elif not record.get("error"):
+            raise ValueError(f"{where}: a 'failed' row needs the 'error' text")
+        if record.get("timestamp") is None:
+            record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        else:
+            record["timestamp"] = str(record["timestamp"])
+        return {k: v for k, v in record.items() if v is not None}
+
+    # ---------------------------------------------------------------- reading
+    def __len__(self) -> int:
+        """Number of rows of every kind and status."""
+        conn = self._connection()
+        return int(self._retry(
+            lambda: conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]))
+
+    def measured_keys(self, setting_key: str, kinds=("arch",),
+                      statuses=("ok", "failed")) -> set[str]:
+        """Keys already recorded under ``setting_key`` (for resuming a collection).
+
+        Parameters
+        ----------
+        setting_key : str
+            The device + protocol key (:func:`setting_key`).
+        kinds : sequence of str, default ("arch",)
+            Row kinds to consider.
+        statuses : sequence of str, default ("ok", "failed")
+            Statuses to consider: by default a failed model is not retried.
+
+        Returns
+        -------
+        set of str
+            ``arch_key`` values.
+        """
+        kinds, statuses = self._check_values("kinds", kinds, KINDS), \
+            self._check_values("statuses", statuses, STATUSES)
+        sql = (f"SELECT DISTINCT arch_key FROM measurements WHERE setting_key = ? "
+               f"AND kind IN ({','.join('?' * len(kinds))}) "
+               f"AND status IN ({','.join('?' * len(statuses))})")
+        conn = self._connection()
+        rows = self._retry(
+            lambda: conn.execute(sql, [setting_key, *kinds, *statuses]).fetchall())
+        return {r[0] for r in rows}
+
+    @staticmethod
+    def _check_values(name, values, allowed) -> list[str]:
+        if isinstance(values, str):
+            values = [values]
+        values = list(values)
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {values}")
+        return values
+
+    def frame(self, kind: str | None = "arch", setting_key: str | None = None,
+              status: str | None = None, latest: bool = False) -> pd.DataFrame:
+        """Rows as a DataFrame, all columns, in insertion order.
+
+        Parameters
+        ----------
+        kind : {"arch", "reference", "block"} or None, default "arch"
+            Row kind; None for all kinds.
+        setting_key : str, optional
+            Only rows of this setting.
+        status : {"ok", "failed"} or None, default None
+            Only rows of this status; None shows every row, failed ones included.
+        latest : bool, default False
+            Keep only the last row per (kind, arch_key, setting_key), as the
+            exports do for 'ok' architecture rows (not meaningful for
+            references, which are re-timed on purpose).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``device``, ``protocol`` and ``extra`` stay JSON strings.
+        """
+        clauses, params = [], []
+        if kind is not None:
+            self._check_values("kind", [kind], KINDS)
+            clauses.append("kind = ?")
+            params.append(kind)
+        if setting_key is not None:
+            clauses.append("setting_key = ?")
+            params.append(setting_key)
+        if status is not None:
+            self._check_values("status", [status], STATUSES)
+            clauses.append("status = ?")
+            params.append(status)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM measurements{where} ORDER BY id"
+        conn = self._connection()
+        rows = self._retry(lambda: conn.execute(sql, params).fetchall())
+        df = pd.DataFrame.from_records(rows, columns=list(_COLUMNS))
+        for name in ("id", *_INT_FIELDS):
+            df[name] = df[name].astype("Int64")
+        for name in _FLOAT_FIELDS:
+            df[name] = df[name].astype("float64")
+        for name in ("kind", "arch_key", "space", "setting_key", "device", "protocol",
+                     "sampling", "status", "error", "timestamp", "extra"):
+            col = df[name].astype(object)
+            df[name] = col.where(col.notna(), None)
+        if latest:
+            df = df.drop_duplicates(["kind", "arch_key", "setting_key"], keep="last")
+        return df.reset_index(drop=True)
+
+    def _single_setting(self, df: pd.DataFrame, setting_key: str | None, what: str) -> None:
+        keys = df["setting_key"].unique()
+        if setting_key is None and len(keys) > 1:
+            raise ValueError(
+                f"the store holds {what} of {len(keys)} settings {sorted(keys)}; pass "
+                f"setting_key= to export one of them (latencies of different devices or "
+                f"protocols must not be mixed in one table)"
+            )
+
+    def to_latency_table(self, setting_key: str | None = None) -> pd.DataFrame:
+        """'ok' architecture rows in the shared H200 CSV format.
+
+        The last 'ok' row per (arch_key, setting_key) is kept. ``run`` is the
+        collection ``batch`` (1 when not given), ``order`` the store row id (the
+        scale of ``after_arch_id`` in :meth:`to_references_table`, which is what
+        :func:`esm_sklearn.quality.drift_correct` needs), ``batch_size`` and
+        ``resolution`` come from the device description, ``total_depth`` is the
+        sum of the arch's ``depth``.
+
+        Parameters
+        ----------
+        setting_key : str, optional
+            Required when the store holds more than one setting.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``run, order, space, sampling, batch_size, resolution,
+            total_depth, latency_ms, median_ms, min_ms, p90_ms, std_ms, runs, arch``.
+        """
+        df = self.frame("arch", setting_key=setting_key, status="ok", latest=True)
+        self._single_setting(df, setting_key, "architecture rows")
+        out = pd.DataFrame(index=df.index)
+        devices = [json.loads(d) if isinstance(d, str) else {} for d in df["device"]]
+        archs = [json.loads(k) for k in df["arch_key"]]
+        out["run"] = df["batch"].fillna(1).astype("int64")
+        out["order"] = df["id"].astype("int64")
+        out["space"] = [s if isinstance(s, str) else a.get("space")
+                        for s, a in zip(df["space"], archs, strict=True)]
+        out["sampling"] = df["sampling"]
+        out["batch_size"] = pd.array([d.get("batch_size") for d in devices], dtype="Int64")
+        out["resolution"] = pd.array(
+            [d.get("resolution") if d.get("resolution") is not None else a.get("resolution")
+             for d, a in zip(devices, archs, strict=True)], dtype="Int64")
+        out["total_depth"] = pd.array(
+            [int(sum(a["depth"])) if isinstance(a.get("depth"), list) else None
+             for a in archs], dtype="Int64")
+        for name in _FLOAT_FIELDS:
+            out[name] = df[name]
+        out["runs"] = df["runs"]
+        out["arch"] = df["arch_key"]
+        return out[LATENCY_COLUMNS].reset_index(drop=True)
+
+    def to_references_table(self, setting_key: str | None = None) -> pd.DataFrame:
+        """'ok' reference rows in the H200 ``*_references.csv`` format.
+
+        ``run`` is the collection ``batch``, ``round`` the QC round and
+        ``after_arch_id`` the store id of the last architecture row timed before
+        the round (-1 at the start). Failed reference timings are left out.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``run, space, ref_id, round, after_arch_id, batch_size,
+            latency_ms, median_ms, std_ms, runs``.
+        """
+        df = self.frame("reference", setting_key=setting_key, status="ok")
+        self._single_setting(df, setting_key, "reference rows")
+        devices = [json.loads(d) if isinstance(d, str) else {} for d in df["device"]]
+        out = pd.DataFrame(index=df.index)
+        out["run"] = df["batch"].fillna(1).astype("int64")
+        out["space"] = df["space"]
+        out["ref_id"] = df["ref_id"]
+        out["round"] = df["qc_round"]
+        out["after_arch_id"] = df["after_arch_id"].fillna(-1).astype("int64")
+        out["batch_size"] = pd.array([d.get("batch_size") for d in devices], dtype="Int64")
+        for name in ("latency_ms", "median_ms", "std_ms", "runs"):
+            out[name] = df[name]
+        return out[REFERENCE_COLUMNS].reset_index(drop=True)
+
+    def export_csv(self, path: str | os.PathLike, setting_key: str | None = None) -> None:
+        """Write :meth:`to_latency_table` to ``path`` and the references beside it.
+
+        The references go to ``<stem>_references.csv`` in the same folder
+        (header only when there are none). Each file is written to a temporary
+        name and renamed, so a crash never leaves half a CSV.
+        """
+        path = Path(path)
+        if path.suffix.lower() != ".csv":
+            raise ValueError(f"export path {str(path)!r} must end in .csv")
+        table = self.to_latency_table(setting_key)
+        refs = self.to_references_table(setting_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for frame, target in ((table, path),
+                              (refs, path.with_name(path.stem + "_references.csv"))):
+            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+            frame.to_csv(tmp, index=False)
+            os.replace(tmp, target)
