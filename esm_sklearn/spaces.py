@@ -268,7 +268,12 @@ class SearchSpace:
             )
         canon: dict[str, Any] = {"space": self.name, "depth": []}
         for unit, (d, (low, high)) in enumerate(zip(depth, self.depth_bounds)):
-            if isinstance(d, bool) or not float(d).is_integer() or not low <= d <= high:
+            if (
+                isinstance(d, bool)
+                or not isinstance(d, (int, float, np.integer, np.floating))
+                or not float(d).is_integer()
+                or not low <= d <= high
+            ):
                 raise ValueError(
                     f"{self.name}: unit {unit}: depth {d!r} outside the allowed range {low}..{high}"
                 )
