@@ -529,21 +529,27 @@ class _ArchEncoder(TransformerMixin, BaseEstimator):
         raise NotImplementedError
 
 
-def _slot_table(scan: _Scan, fill: int) -> np.ndarray:
-    """``(n, n_units, max_depth)`` block-combination index per slot (``fill`` if absent)."""
+def _slot_table(scan: _Scan, fill: int, values=None) -> np.ndarray:
+    """``(n, n_units, max_depth)`` table of ``values`` per slot (``fill`` if absent).
+
+    ``values`` defaults to each block's index into ``space.block_combinations``.
+    """
     max_slots = max(scan.codec.max_slots) if scan.codec.max_slots else 0
     table = np.full((scan.n, scan.codec.n_units, max(max_slots, 1)), fill, dtype=np.intp)
-    table.reshape(-1)[scan.group * table.shape[2] + scan.slot] = scan.combo
+    values = scan.combo if values is None else values
+    table.reshape(-1)[scan.group * table.shape[2] + scan.slot] = values
     return table
 
 
 class OneHotArchEncoder(_ArchEncoder):
     """One-hot encoding of every block slot, concatenated per unit.
 
-    Unit ``u`` has a one-hot group per per-unit field (``unit0__kernel_size=3``)
-    and, for every slot ``j`` below the unit's maximum depth, a one-hot group
-    per block field (``unit0__block1__kernel_size=5``); an absent slot is all
-    zeros. Global choices are one-hot too (``resolution=128``).
+    For every slot ``j`` below unit ``u``'s maximum depth there is a one-hot
+    group per block field (``unit0__block1__kernel_size=5``); per-unit fields
+    act as features of every block of the unit, so they are one-hot per slot
+    too (DenseNet: ``unit0__block3__kernel_size=5``). An absent slot is all
+    zeros, so depth is encoded by which slots are present. Global choices are
+    one-hot too (``resolution=128``).
 
     Parameters
     ----------
@@ -575,28 +581,25 @@ class OneHotArchEncoder(_ArchEncoder):
 
     def _setup(self, codec):
         space = codec.space
+        fields = {**space.block_choices, **space.unit_choices}
         names = []
         for unit in range(codec.n_units):
-            for fname, choices in space.unit_choices.items():
-                names.extend(f"unit{unit}__{fname}={_format_value(v)}" for v in choices)
             for slot in range(codec.max_slots[unit]):
-                for fname, choices in space.block_choices.items():
+                for fname, choices in fields.items():
                     names.extend(
                         f"unit{unit}__block{slot}__{fname}={_format_value(v)}" for v in choices
                     )
-        # Rows: block combination (last row: absent slot); columns: one-hot per field.
-        self._block_table_ = _one_hot_table(space.block_combinations, space.block_choices, True)
-        self._unit_table_ = _one_hot_table(codec.unit_combos, space.unit_choices, False)
+        # Rows: block code (block and unit choices; last row: absent slot); columns: one-hot per field.
+        self._block_table_ = _one_hot_table(space.unit_block_combinations, fields, True)
         return names
 
     def _encode(self, scan):
         codec = scan.codec
-        slots = self._block_table_[_slot_table(scan, codec.n_block_combos)]
-        units = self._unit_table_[scan.ucode]
-        parts = []
-        for unit in range(codec.n_units):
-            parts.append(units[:, unit])
-            parts.append(slots[:, unit, : codec.max_slots[unit]].reshape(scan.n, -1))
+        slots = self._block_table_[_slot_table(scan, codec.n_codes, scan.code)]
+        parts = [
+            slots[:, unit, : codec.max_slots[unit]].reshape(scan.n, -1)
+            for unit in range(codec.n_units)
+        ]
         return np.concatenate(parts, axis=1)
 
 

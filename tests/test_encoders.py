@@ -71,7 +71,8 @@ def _reference(cls, space, arch, name: str) -> float:
         field, _, value = rest[1].partition("=")
         if slot >= depth:
             return 0.0
-        got = arch[field][unit][slot]
+        got = arch[field][unit]
+        got = got if field in space.unit_choices else got[slot]
         return float(_fmt(got) == value) if value else float(got)
     if rest == ["depth"]:
         return float(depth)
@@ -81,7 +82,7 @@ def _reference(cls, space, arch, name: str) -> float:
             return 0.0
         return float(np.mean(values) if rest[-1] == "mean" else np.std(values))
     conditions = [part.split("=") for part in rest]
-    if conditions[0][0] in space.unit_choices and cls in (OneHotArchEncoder, FeatureEncoder):
+    if conditions[0][0] in space.unit_choices and cls is FeatureEncoder:
         field, *value = conditions[0]
         got = arch[field][unit]
         return float(_fmt(got) == value[0]) if value else float(got)
@@ -102,7 +103,7 @@ def _expected_width(cls, space) -> int:
     vu = sum(len(c) for c in space.unit_choices.values())
     n_globals = len(space.global_choices)
     if cls is OneHotArchEncoder:
-        return sum(vu + h * vb for h in highs) + sum(len(c) for c in space.global_choices.values())
+        return sum(h * (vu + vb) for h in highs) + sum(len(c) for c in space.global_choices.values())
     if cls is FeatureEncoder:
         return sum(1 + nu + h * nb for h in highs) + n_globals
     if cls is FeatureCountEncoder:
@@ -137,7 +138,7 @@ def test_shapes_names_and_values_match_the_definitions(cls, name, samples):
     "cls, name, column",
     [
         (OneHotArchEncoder, "resnet", "unit0__block1__kernel_size=5"),
-        (OneHotArchEncoder, "densenet", "unit0__kernel_size=3"),
+        (OneHotArchEncoder, "densenet", "unit0__block19__kernel_size=3"),
         (OneHotArchEncoder, "ofa_mobilenetv3", "resolution=128"),
         (FeatureEncoder, "resnet", "unit0__block1__kernel_size"),
         (FeatureEncoder, "densenet", "unit0__kernel_size"),
