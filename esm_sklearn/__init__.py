@@ -17,4 +17,23 @@ from .store import MeasurementStore
 
 __version__ = "0.1.0"
 
-__all__ = ["SearchSpace", "get_space", "list_spaces", "register_space", "MeasurementStore", "check_references", "ActiveLatencyEstimator", "TorchLatencyOracle", "TableOracle", "FCCEncoder", "FeatureCountEncoder", "FeatureEncoder", "LookupTableEncoder", "OneHotArchEncoder", "StatisticalEncoder", "MLPLatencyRegressor", "make_latency_pipeline", "__version__"]
+__all__ = [
+    "ActiveLatencyEstimator",
+    "FCCEncoder",
+    "FeatureCountEncoder",
+    "FeatureEncoder",
+    "LookupTableEncoder",
+    "MLPLatencyRegressor",
+    "MeasurementStore",
+    "OneHotArchEncoder",
+    "SearchSpace",
+    "StatisticalEncoder",
+    "TableOracle",
+    "TorchLatencyOracle",
+    "__version__",
+    "check_references",
+    "get_space",
+    "list_spaces",
+    "make_latency_pipeline",
+    "register_space",
+]
