@@ -533,9 +533,10 @@ def plot_convergence(
         (training samples), ``metric``, ``hue`` (the sampling strategy) and,
         when given, ``panel`` (the dataset); a ``seed`` column tells the runs of
         one strategy apart (one line each). An optional ``threshold`` column
-        (fraction, one value per panel) is drawn as a dashed line, and the
-        last round of each run is marked (a filled dot when ``metric`` reaches
-        the threshold there, an open one otherwise).
+        (in the unit of ``metric``, per run) is drawn as dashed lines (one per
+        distinct value in a panel), and the last round of each run is marked:
+        a filled dot when ``metric`` reaches that run's threshold there, an
+        open one otherwise.
     metric : str, default="worst_bin"
         Column on the y axis (fractions are shown in percent).
     x : str, default="n_samples"
@@ -586,10 +587,10 @@ def plot_convergence(
     for k, key in enumerate(keys):
         ax = axes.flat[k]
         rows = frame[frame[panel_col] == key]
-        threshold = None
-        if "threshold" in rows.columns and rows["threshold"].notna().any():
-            threshold = float(rows["threshold"].dropna().iloc[0])
-            ax.axhline(threshold * scale, color="0.3", lw=0.8, ls="--")
+        has_threshold = "threshold" in rows.columns and rows["threshold"].notna().any()
+        if has_threshold:
+            for value in sorted(rows["threshold"].dropna().unique()):
+                ax.axhline(float(value) * scale, color="0.3", lw=0.8, ls="--")
         for h in hues:
             runs = rows[rows[hue] == h]
             groups = runs.groupby(run_cols, sort=True) if run_cols else [(None, runs)]
@@ -599,7 +600,9 @@ def plot_convergence(
                 ys = run[metric].to_numpy(dtype=float) * scale
                 ax.plot(xs, ys, color=colors[h], lw=1.0, alpha=0.8,
                         label=str(h) if j == 0 else None)
-                reached = threshold is not None and ys[-1] >= threshold * scale
+                # Each run is judged against its own threshold (runs may differ).
+                own = run["threshold"].dropna() if has_threshold else ()
+                reached = len(own) > 0 and ys[-1] >= float(own.iloc[-1]) * scale
                 ax.plot(xs[-1:], ys[-1:], "o", ms=5, color=colors[h],
                         markerfacecolor=colors[h] if reached else "white")
         ax.set_title(str(key), fontsize=9)
