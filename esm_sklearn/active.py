@@ -9,7 +9,6 @@ budget runs out. :func:`balanced_extension_counts` is the extension rule alone.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import time
@@ -24,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .metrics import binwise_accuracy, latency_accuracy
 from .oracle import TableOracle, TorchLatencyOracle
-from .spaces import SearchSpace, arch_key, as_arch_list, get_space
+from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
 
 __all__ = ["ActiveLatencyEstimator", "balanced_extension_counts", "sample_in_bin"]
 
@@ -152,22 +151,6 @@ def _key_set(archs) -> set[str]:
     if isinstance(archs, (set, frozenset)):
         return {a if isinstance(a, str) else arch_key(a) for a in archs}
     return {arch_key(a) for a in as_arch_list(archs)}
-
-
-def _infer_space_name(archs: list) -> str:
-    names = set()
-    for i, arch in enumerate(archs):
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"X[{i}] is not valid JSON: {exc}") from None
-        if not isinstance(arch, Mapping) or "space" not in arch:
-            raise ValueError(f"X[{i}] has no 'space' field; pass space= to name the search space")
-        names.add(arch["space"])
-    if len(names) != 1:
-        raise ValueError(f"X holds architectures of several spaces {sorted(map(str, names))}")
-    return names.pop()
 
 
 def _round_robin_cap(counts: np.ndarray, budget: int) -> np.ndarray:
@@ -558,7 +541,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         archs = as_arch_list(X)
         if not archs:
             raise ValueError("X is empty: give a pool of candidate architectures or X=None")
-        space = get_space(self.space if self.space is not None else _infer_space_name(archs))
+        space = infer_space(archs, self.space)
         canon = []
         for i, arch in enumerate(archs):
             try:

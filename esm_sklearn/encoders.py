@@ -35,7 +35,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .spaces import SearchSpace, _format_value, _same_choice, as_arch_list, get_space
+from .spaces import SearchSpace, _format_value, _same_choice, as_arch_list, get_space, infer_space
 
 __all__ = [
     "OneHotArchEncoder",
@@ -353,30 +353,6 @@ class _Codec:
             ) from None
 
 
-def _infer_space_name(archs) -> str:
-    names = set()
-    for i, arch in enumerate(archs):
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"architecture {i} is not valid JSON: {exc}") from None
-        name = arch.get("space") if isinstance(arch, dict) else None
-        if name is None:
-            raise ValueError(
-                f"architecture {i} has no 'space' field; pass space=<name> to the encoder"
-            )
-        names.add(name)
-        if len(names) > 1:
-            raise ValueError(
-                f"architectures of several spaces {sorted(map(str, names))}; an encoder "
-                "handles one space (pass space=<name>)"
-            )
-    if not names:
-        raise ValueError("cannot infer the search space from no architectures; pass space=<name>")
-    return names.pop()
-
-
 class _ArchEncoder(TransformerMixin, BaseEstimator):
     """Shared machinery of the architecture encoders (after ``DictVectorizer``).
 
@@ -396,7 +372,7 @@ class _ArchEncoder(TransformerMixin, BaseEstimator):
     # ----------------------------------------------------------------- fit
     def _resolve_space(self, archs) -> SearchSpace:
         if self.space is None:
-            return get_space(_infer_space_name(archs))
+            return infer_space(archs)
         if not isinstance(self.space, (str, SearchSpace)):
             raise ValueError(
                 f"space must be None, a space name or a SearchSpace, got {self.space!r}"

@@ -12,7 +12,6 @@ to ``cross_val_score``, ``cross_validate`` or ``GridSearchCV``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -20,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import get_scorer as _sklearn_get_scorer
 from sklearn.metrics import make_scorer
 
-from .spaces import SearchSpace, as_arch_list, get_space
+from .spaces import SearchSpace, as_arch_list, get_space, infer_space
 
 __all__ = [
     "latency_accuracy",
@@ -151,36 +150,6 @@ def kendall_tau(y_true, y_pred) -> float:
 
 
 # ------------------------------------------------------------------ bin-wise
-def _infer_space(archs: list, space) -> SearchSpace:
-    """The given space, else the one named by the architectures; a mismatch raises."""
-    given = get_space(space) if space is not None else None
-    names = set()
-    for i, arch in enumerate(archs):
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"architecture {i} is not valid JSON: {exc}") from None
-        name = arch.get("space") if isinstance(arch, Mapping) else None
-        if name is None:
-            if given is None:
-                raise ValueError(
-                    f"architecture {i} has no 'space' field; pass space= to name the search space"
-                )
-            continue
-        if given is not None and name != given.name:
-            raise ValueError(f"architecture {i} is of space {name!r}, not {given.name!r}")
-        names.add(name)
-    if given is not None:
-        return given
-    if len(names) != 1:
-        raise ValueError(
-            f"architectures come from several spaces {sorted(map(str, names))}; "
-            "bin-wise accuracy needs one space"
-        )
-    return get_space(names.pop())
-
-
 def _bin_ranges(space: SearchSpace, n_bins: int) -> list[tuple[int, int]]:
     """Inclusive total-depth range of each bin, as :meth:`SearchSpace.bin_index` assigns them."""
     edges = space.bin_edges(n_bins)
@@ -237,7 +206,7 @@ def binwise_accuracy(
         raise ValueError(f"got {len(archs)} architectures for {len(t)} latencies")
     if not callable(metric):
         raise ValueError(f"metric must be a callable metric(y_true, y_pred), got {metric!r}")
-    space = _infer_space(archs, space)
+    space = infer_space(archs, space)
     bins = space.bin_index(archs, n_bins)
     rows = []
     for b, (low, high) in enumerate(_bin_ranges(space, n_bins)):

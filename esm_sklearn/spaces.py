@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["SearchSpace", "get_space", "list_spaces", "register_space", "as_arch_list"]
+__all__ = [
+    "SearchSpace",
+    "arch_key",
+    "as_arch_list",
+    "get_space",
+    "infer_space",
+    "list_spaces",
+    "register_space",
+]
 
 # Two values name the same choice when they differ by less than this (relative):
 # 2/3 may be written 0.6667, 0.667 or 0.666666.
@@ -626,6 +634,55 @@ def get_space(name) -> SearchSpace:
     if name not in _REGISTRY:
         raise ValueError(f"unknown search space {name!r}; known spaces: {list_spaces()}")
     return _REGISTRY[name]()
+
+
+def infer_space(archs, space=None) -> SearchSpace:
+    """The space named by ``space``, else the one named by the architectures.
+
+    Parameters
+    ----------
+    archs : sequence of dict or str
+        Architectures (dicts or JSON strings).
+    space : str, SearchSpace or None
+        When given, every architecture's ``"space"`` field (where present)
+        must name it.
+
+    Raises
+    ------
+    ValueError
+        For bad JSON, a missing ``"space"`` field (when ``space`` is None),
+        architectures of several spaces, or an architecture of another space
+        than ``space``; the message names the architecture's index.
+    """
+    given = get_space(space) if space is not None else None
+    names = set()
+    for i, arch in enumerate(archs):
+        if isinstance(arch, (str, bytes)):
+            try:
+                arch = json.loads(arch)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"architecture {i} is not valid JSON: {exc}") from None
+        name = arch.get("space") if isinstance(arch, Mapping) else None
+        if name is None:
+            if given is None:
+                raise ValueError(
+                    f"architecture {i} has no 'space' field; pass space=<name> to name the "
+                    "search space"
+                )
+            continue
+        if given is not None and name != given.name:
+            raise ValueError(f"architecture {i} is of space {name!r}, not {given.name!r}")
+        names.add(name)
+        if len(names) > 1:
+            raise ValueError(
+                f"architectures of several spaces {sorted(map(str, names))}; pass "
+                "space=<name> or use one space at a time"
+            )
+    if given is not None:
+        return given
+    if not names:
+        raise ValueError("cannot infer the search space from no architectures; pass space=<name>")
+    return get_space(names.pop())
 
 
 class _BuiltinBuilder:
