@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from .quality import ReferenceCheck, check_references, drift_correct
-from .spaces import SearchSpace, arch_key, as_arch_list, get_space
+from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
 from .store import MeasurementStore, setting_key
 
 __all__ = [
@@ -147,27 +147,6 @@ def describe_device(device="cpu", threads: int | None = None, batch_size: int = 
         "batch_size": int(batch_size),
         "resolution": None if resolution is None else int(resolution),
     }
-
-
-def _space_of(archs: list, space) -> SearchSpace:
-    if space is not None:
-        return get_space(space)
-    names = set()
-    for arch in archs:
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"architecture is not valid JSON: {exc}") from None
-        if not isinstance(arch, dict) or "space" not in arch:
-            raise ValueError(
-                "pass space= or give architectures with a 'space' field; got "
-                f"{str(arch)[:80]!r}"
-            )
-        names.add(arch["space"])
-    if len(names) != 1:
-        raise ValueError(f"architectures must come from one space, got {sorted(names)}")
-    return get_space(names.pop())
 
 
 def _validate_all(space: SearchSpace, archs: list) -> list[dict]:
@@ -624,7 +603,7 @@ class TorchLatencyOracle(BaseEstimator):
         """
         dev = self._check_params()
         archs = as_arch_list(archs)
-        space = _space_of(archs, space)
+        space = get_space(space) if space is not None else infer_space(archs)
         canon = _validate_all(space, archs)
         if sampling is None or isinstance(sampling, str):
             labels = [sampling] * len(canon)
