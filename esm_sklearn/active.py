@@ -542,12 +542,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         if not archs:
             raise ValueError("X is empty: give a pool of candidate architectures or X=None")
         space = infer_space(archs, self.space)
-        canon = []
-        for i, arch in enumerate(archs):
-            try:
-                canon.append(space.validate(arch))
-            except ValueError as exc:
-                raise ValueError(f"X[{i}]: {exc}") from None
+        canon = space.validate_many(archs, lambda i: f"X[{i}]")
         replay = None
         if y is not None:
             y = np.asarray(y, dtype=float)

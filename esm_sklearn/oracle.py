@@ -149,16 +149,6 @@ def describe_device(device="cpu", threads: int | None = None, batch_size: int = 
     }
 
 
-def _validate_all(space: SearchSpace, archs: list) -> list[dict]:
-    canon = []
-    for i, arch in enumerate(archs):
-        try:
-            canon.append(space.validate(arch))
-        except ValueError as exc:
-            raise ValueError(f"architecture {i}: {exc}") from None
-    return canon
-
-
 def _is_int(value, low: int) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
 
@@ -604,7 +594,7 @@ class TorchLatencyOracle(BaseEstimator):
         dev = self._check_params()
         archs = as_arch_list(archs)
         space = get_space(space) if space is not None else infer_space(archs)
-        canon = _validate_all(space, archs)
+        canon = space.validate_many(archs)
         if sampling is None or isinstance(sampling, str):
             labels = [sampling] * len(canon)
         else:

@@ -333,6 +333,26 @@ class SearchSpace:
             canon[fname] = self._match(arch[fname], choices, "", fname)
         return canon
 
+    def validate_many(self, archs, where: Callable[[int], str] | None = None) -> list[dict]:
+        """:meth:`validate` every architecture; an error names which one.
+
+        Parameters
+        ----------
+        archs : sequence of dict or str
+            Architectures.
+        where : callable, optional
+            ``where(i)`` is put before the error message of architecture ``i``
+            (default: ``"architecture {i}"``).
+        """
+        canon = []
+        for i, arch in enumerate(archs):
+            try:
+                canon.append(self.validate(arch))
+            except ValueError as exc:
+                label = where(i) if where is not None else f"architecture {i}"
+                raise ValueError(f"{label}: {exc}") from None
+        return canon
+
     def block_codes(self, arch) -> list[list[int]]:
         """Index into :attr:`unit_block_combinations` of every block, per unit.
 

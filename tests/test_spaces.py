@@ -283,3 +283,14 @@ def test_as_arch_list_accepts_series_and_rejects_single_dict():
     assert as_arch_list(pd.DataFrame({"arch": archs})) == archs
     with pytest.raises(ValueError, match="single dict"):
         as_arch_list(archs[0])
+
+
+def test_validate_many_names_the_bad_architecture():
+    space = get_space("resnet")
+    archs = space.sample(3, random_state=0)
+    assert space.validate_many(archs) == archs
+    archs[2] = {**archs[2], "depth": [9, 1, 1, 1]}
+    with pytest.raises(ValueError, match=r"^architecture 2: resnet: unit 0: depth 9"):
+        space.validate_many(archs)
+    with pytest.raises(ValueError, match=r"^row 3: resnet: unit 0"):
+        space.validate_many(archs, lambda i: f"row {i + 1}")

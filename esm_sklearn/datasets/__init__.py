@@ -175,12 +175,7 @@ def load_latency_table(path: str | Path, target: str = "latency_ms") -> Bunch:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
-    data = []
-    for i, arch in enumerate(raw_archs):
-        try:
-            data.append(space.validate(arch))
-        except ValueError as exc:
-            raise ValueError(f"{path}: {_row(i)}: invalid architecture: {exc}") from None
+    data = space.validate_many(raw_archs, lambda i: f"{path}: {_row(i)}: invalid architecture")
     y = _check_target(path, frame[target], target)
 
     stem = path.stem
@@ -474,12 +469,7 @@ def load_help(path: str | Path, device: str, space: str | None = None) -> Bunch:
         raise ValueError(f"{file}: the table has no rows")
     raw = _ofa_archs(file, frame) if space_name == "ofa_mobilenetv3" else _fbnet_archs(file, frame)
     space_obj = get_space(space_name)
-    data = []
-    for i, arch in enumerate(raw):
-        try:
-            data.append(space_obj.validate(arch))
-        except ValueError as exc:
-            raise ValueError(f"{file}: {_row(i)}: invalid architecture: {exc}") from None
+    data = space_obj.validate_many(raw, lambda i: f"{file}: {_row(i)}: invalid architecture")
     y = _check_target(file, frame[device], device)
     frame = frame.copy()
     frame["arch"] = [_arch_json(a) for a in data]
