@@ -9,6 +9,7 @@ import pytest
 from esm_sklearn import datasets, get_space
 from esm_sklearn.datasets import (
     bundled_path,
+    help_dir,
     list_bundled,
     list_help_devices,
     load_bundled,
@@ -18,11 +19,14 @@ from esm_sklearn.datasets import (
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 H200 = SHARED / "datasets" / "h200"
-HELP = SHARED / "external" / "help"
+SHARED_HELP = SHARED / "external" / "help"
+# The HELP tables ship inside the package (gzipped): these tests run everywhere.
+HELP = help_dir()
+OFA_CSV, FBNET_CSV = HELP / "ofa_latency.csv.gz", HELP / "fbnet_latency.csv.gz"
 needs_h200 = pytest.mark.skipif(not H200.is_dir(), reason=f"{H200} not present")
-needs_help = pytest.mark.skipif(
-    not (HELP / "ofa_latency.csv").is_file() or not (HELP / "fbnet_latency.csv").is_file(),
-    reason=f"HELP tables not present in {HELP}",
+needs_shared_help = pytest.mark.skipif(
+    not (SHARED_HELP / "ofa_latency.csv").is_file(),
+    reason=f"HELP tables not present in {SHARED_HELP}",
 )
 
 # Row counts stated in shared/datasets/h200/README.md.
@@ -206,12 +210,12 @@ def test_foreign_and_empty_csvs(tmp_path):
 # --------------------------------------------------------------- HELP tables
 @pytest.fixture(scope="module")
 def ofa():
-    return load_help(HELP, "v100_1")
+    return load_help(device="v100_1", space="ofa_mobilenetv3")
 
 
 @pytest.fixture(scope="module")
 def fbnet():
-    return load_help(HELP / "fbnet_latency.csv", "pixel3")
+    return load_help(FBNET_CSV, "pixel3")
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +223,12 @@ def small_help(tmp_path_factory):
     """A HELP folder holding the first rows of both real tables."""
     folder = tmp_path_factory.mktemp("help")
     for name in ("ofa_latency.csv", "fbnet_latency.csv"):
-        pd.read_csv(HELP / name, nrows=12).to_csv(folder / name, index=False)
+        pd.read_csv(HELP / f"{name}.gz", nrows=12).to_csv(folder / name, index=False)
     return folder
 
 
-@needs_help
 def test_load_help_ofa_round_trip_and_masking(ofa):
-    raw = pd.read_csv(HELP / "ofa_latency.csv")
+    raw = pd.read_csv(OFA_CSV)
     space = get_space("ofa_mobilenetv3")
     assert ofa.space == "ofa_mobilenetv3" and ofa.device == "v100_1"
     assert len(ofa.data) == len(ofa.target) == 5000
@@ -246,9 +249,8 @@ def test_load_help_ofa_round_trip_and_masking(ofa):
     assert ofa.data[0]["expand_ratio"] == [[int(row[f"e{4 * u + j:02d}"]) for j in range(d)] for u, d in enumerate(depth)]
 
 
-@needs_help
 def test_load_help_fbnet_drops_skip_layers(fbnet):
-    raw = pd.read_csv(HELP / "fbnet_latency.csv")
+    raw = pd.read_csv(FBNET_CSV)
     space = get_space("fbnet")
     assert fbnet.space == "fbnet" and len(fbnet.data) == 5000
     np.testing.assert_array_equal(fbnet.target, raw["pixel3"].to_numpy(dtype=float))
@@ -268,7 +270,6 @@ def test_load_help_fbnet_drops_skip_layers(fbnet):
     assert (n_blocks < 22).any()  # skip layers do occur
 
 
-@needs_help
 def test_help_device_lookup_in_a_folder(small_help):
     devices = list_help_devices(small_help)
     assert {"pixel3", "v100_1", "2080ti_1"} <= set(devices) and devices == sorted(devices)
@@ -289,7 +290,6 @@ def test_help_device_lookup_in_a_folder(small_help):
         load_help(small_help, "pixel3", space="ofa")
 
 
-@needs_help
 def test_help_corrupt_rows_are_named(small_help, tmp_path):
     fb = pd.read_csv(small_help / "fbnet_latency.csv")
     fb.loc[5, "layer07"] = "k4_e9"
@@ -320,3 +320,48 @@ def test_help_rejects_foreign_files_and_folders(tmp_path):
         load_help(foreign, "latency_ms")
     with pytest.raises(ValueError, match="no HELP latency table"):
         list_help_devices(tmp_path)
+
+
+# ------------------------------------------- bundled HELP copy (issue 9, item 12)
+def test_help_tables_are_bundled_gzipped_with_licence_and_small():
+    files = sorted(p.name for p in HELP.iterdir())
+    assert files == ["LICENSE", "README.md", "fbnet_latency.csv.gz", "ofa_latency.csv.gz"]
+    assert "MIT" in (HELP / "LICENSE").read_text() and "HayeonLee/HELP" in (HELP / "README.md").read_text()
+    size = sum(p.stat().st_size for p in HELP.glob("*.gz"))
+    assert 1_000_000 < size < 2_000_000  # about 1.7 MB
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"data/help/*.csv.gz"' in pyproject and '"data/help/LICENSE"' in pyproject
+
+
+def test_load_help_needs_no_path_and_path_reads_another_copy(small_help):
+    bundled = load_help(device="2080ti_1", space="fbnet")
+    assert bundled.space == "fbnet" and len(bundled.data) == 5000
+    assert bundled.filename.endswith("fbnet_latency.csv.gz") and "MIT" in bundled.DESCR
+    assert load_help("pixel3").space == "fbnet"  # a device name alone
+    assert "v100_1" in list_help_devices() and "pixel3" not in list_help_devices("ofa_mobilenetv3")
+    other = load_help(device="2080ti_1", space="fbnet", path=small_help)
+    assert len(other.data) == 12 and other.filename == str(small_help / "fbnet_latency.csv")
+    np.testing.assert_array_equal(other.target, bundled.target[:12])
+    with pytest.raises(ValueError, match="device 'nope' not found in the bundled HELP tables"):
+        load_help(device="nope")
+    with pytest.raises(ValueError, match="needs device="):
+        load_help(space="fbnet")
+
+
+@needs_shared_help
+def test_bundled_help_equals_the_shared_copy():
+    for name in ("ofa_latency.csv", "fbnet_latency.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(HELP / f"{name}.gz"),
+                                      pd.read_csv(SHARED_HELP / name))
+
+
+# ---------------------------------- extreme numbers in tables (issue 9, hardening)
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e308", "1e-320", "-2.5", "0", "nan", "", "fast"])
+def test_extreme_latencies_are_refused_with_row_and_plain_value(tmp_path, value):
+    frame = pd.read_csv(bundled_path("h200_resnet_b32"), nrows=4)
+    frame["latency_ms"] = frame["latency_ms"].astype(object)
+    frame.loc[2, "latency_ms"] = value
+    path = _write(frame, tmp_path, "t.csv")
+    with pytest.raises(ValueError, match=r"t\.csv: row 2 \(line 4\): column 'latency_ms'.*between") as info:
+        load_latency_table(path)
+    assert "np." not in str(info.value) and "array(" not in str(info.value)

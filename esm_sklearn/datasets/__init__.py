@@ -7,7 +7,9 @@
   ``<device>_<space>_b<batch>.csv`` in ``esm_sklearn/datasets/data`` is listed
   automatically).
 - :func:`load_help`, :func:`list_help_devices`: the HELP tables (FBNet and
-  OFA-MobileNetV3 architectures timed on many devices).
+  OFA-MobileNetV3 architectures timed on many devices), shipped gzipped in
+  ``esm_sklearn/datasets/data/help`` (MIT licence, source in its README);
+  ``path=`` reads another copy.
 
 Every loader returns ``data`` (list of canonical architecture dicts, validated
 by their space), ``target`` (float64 latencies in ms) and ``frame`` (the table).
@@ -24,9 +26,12 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from .._validation import plain
 from ..spaces import get_space
 
 __all__ = [
+    "LATENCY_RANGE_MS",
+    "help_dir",
     "load_latency_table",
     "list_bundled",
     "load_bundled",
@@ -36,6 +41,10 @@ __all__ = [
 ]
 
 _SIDE_SUFFIXES = {"references": "_references", "lut": "_lut"}
+# Plausible latencies of one inference, in ms: 1 ns .. about 2.8 hours. Values
+# outside (1e-320, 1e308, ...) are typing or unit errors and would overflow the
+# relative losses and accuracies downstream.
+LATENCY_RANGE_MS = (1e-6, 1e7)
 
 
 # ------------------------------------------------------------------ helpers
@@ -66,12 +75,15 @@ def _row(i: int) -> str:
 
 def _check_target(path: Path, values: pd.Series, column: str) -> np.ndarray:
     numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(numeric) | (numeric <= 0)
+    low, high = LATENCY_RANGE_MS
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(numeric) | (numeric < low) | (numeric > high)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{path}: {_row(i)}: column {column!r} has value {values.iloc[i]!r}; "
-            f"latencies must be finite numbers > 0 ({int(bad.sum())} bad row(s) in all)"
+            f"{path}: {_row(i)}: column {column!r} has value {plain(values.iloc[i])}; "
+            f"latencies must be finite numbers > 0, in ms between {low:g} and {high:g} "
+            f"({int(bad.sum())} bad row(s) in all)"
         )
     return numeric
 
@@ -307,15 +319,22 @@ def _help_devices(columns, space: str) -> list[str]:
     return [c for c in columns if c not in arch_columns and c not in _NON_DEVICE]
 
 
-def _help_files(path: Path) -> dict[Path, tuple[str, list[str]]]:
-    """{csv file: (space, device columns)} of a HELP file or folder."""
+def help_dir() -> Path:
+    """Folder of the bundled HELP tables (``ofa_latency.csv.gz``, ``fbnet_latency.csv.gz``)."""
+    return _data_dir() / "help"
+
+
+def _help_files(path: Path | None) -> dict[Path, tuple[str, list[str]]]:
+    """{csv file: (space, device columns)} of a HELP file or folder (None: the bundled)."""
+    if path is None:
+        path = help_dir()
     if not isinstance(path, (str, Path)):
         raise ValueError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"HELP table or folder not found: {path}")
     if path.is_dir():
-        files = sorted(path.glob("*.csv"))
+        files = sorted([*path.glob("*.csv"), *path.glob("*.csv.gz")])
         out = {}
         for file in files:
             try:
@@ -337,16 +356,24 @@ def _check_help_space(space) -> None:
         raise ValueError(f"space must be None or one of {sorted(_HELP_SPACES)}, got {space!r}")
 
 
-def list_help_devices(path: str | Path, space: str | None = None) -> list[str]:
+def list_help_devices(path: str | Path | None = None, space: str | None = None) -> list[str]:
     """Sorted device columns of a HELP table, or of every table in a HELP folder.
 
     Parameters
     ----------
-    path : str or Path
-        The HELP folder or one of its CSV files.
+    path : str or Path, optional
+        A HELP folder or one of its CSV files; default: the bundled tables.
     space : {"ofa_mobilenetv3", "fbnet"}, optional
         Only the devices of this space's table.
+
+    Examples
+    --------
+    >>> devices = list_help_devices(space="ofa_mobilenetv3")
+    >>> "2080ti_1" in devices, "pixel3" in devices
+    (True, False)
     """
+    if space is None and isinstance(path, str) and path in _HELP_SPACES:
+        path, space = None, path  # list_help_devices("fbnet")
     _check_help_space(space)
     files = _help_files(path)
     devices = set()
@@ -410,19 +437,25 @@ def _fbnet_archs(path: Path, frame: pd.DataFrame) -> list[dict]:
     return archs
 
 
-def load_help(path: str | Path, device: str, space: str | None = None) -> Bunch:
+def load_help(path: str | Path | None = None, device: str | None = None,
+              space: str | None = None) -> Bunch:
     """Load one device's latencies from the HELP tables.
+
+    The tables ship with the package (gzipped; MIT licence, from the HELP
+    repository: see ``esm_sklearn/datasets/data/help/README.md``), so
+    ``load_help(device=..., space=...)`` needs no path.
 
     Parameters
     ----------
-    path : str or Path
-        The HELP folder (with ``ofa_latency.csv`` and ``fbnet_latency.csv``) or
-        one of its CSV files. The space of a file is told apart by its columns.
+    path : str or Path, optional
+        Another copy: a HELP folder (with ``ofa_latency.csv`` and
+        ``fbnet_latency.csv``, optionally gzipped) or one of its CSV files. The
+        space of a file is told apart by its columns. Default: the bundled tables.
     device : str
         A device column, e.g. ``"titan_rtx_1"`` or ``"pixel3"``; see
-        :func:`list_help_devices`.
+        :func:`list_help_devices`. ``load_help("pixel3")`` also works.
     space : {"ofa_mobilenetv3", "fbnet"}, optional
-        Needed with a folder when both tables have ``device`` (e.g. ``"2080ti_1"``).
+        Needed when both tables have ``device`` (e.g. ``"2080ti_1"``).
 
     Returns
     -------
@@ -438,7 +471,18 @@ def load_help(path: str | Path, device: str, space: str | None = None) -> Bunch:
         For an unknown or ambiguous device (listing the available ones), a file
         that is no HELP table, or a row whose architecture or latency is
         invalid (naming file and row).
+
+    Examples
+    --------
+    >>> table = load_help(device="titan_rtx_1", space="ofa_mobilenetv3")
+    >>> len(table.data), table.space, table.target.dtype
+    (5000, 'ofa_mobilenetv3', dtype('float64'))
     """
+    if device is None and isinstance(path, str) and not Path(path).exists():
+        path, device = None, path  # load_help("pixel3")
+    if not isinstance(device, str) or not device:
+        raise ValueError(f"load_help needs device=, a device column such as 'titan_rtx_1' "
+                         f"(see list_help_devices()); got {plain(device)}")
     _check_help_space(space)
     files = _help_files(path)
     matches = [
@@ -453,7 +497,7 @@ def load_help(path: str | Path, device: str, space: str | None = None) -> Bunch:
             if space is None or file_space == space
         )
         raise ValueError(
-            f"device {device!r} not found in {path}"
+            f"device {device!r} not found in {path if path is not None else 'the bundled HELP tables'}"
             + (f" for space {space!r}" if space else "")
             + f"; available devices: {available or 'none'}"
         )
