@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mlp_ablation import AblationMLPRegressor
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import Ridge
 
@@ -101,7 +102,8 @@ ABLATION_SETS = ["h200_resnet_b1", "help_ofa_2080ti_64", "help_ofa_titan_xp_64",
 
 
 def ablation_models(seed: int, mlp_params: dict):
-    out = {name: make_latency_pipeline(random_state=seed, **{**params, **mlp_params})
+    out = {name: make_latency_pipeline(
+               "fcc", AblationMLPRegressor(random_state=seed, **{**params, **mlp_params}))
            for name, params in ABLATION.items()}
     out["ridge"] = make_latency_pipeline("fcc", "ridge")
     out["gbm"] = make_latency_pipeline("fcc", "gbm", random_state=seed)

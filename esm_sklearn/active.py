@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Mapping
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,13 +21,19 @@ from sklearn.model_selection import KFold, check_cv, cross_val_predict
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import check_choice, check_fraction, check_int, plain
 from .metrics import binwise_accuracy, latency_accuracy
-from .oracle import TableOracle, TorchLatencyOracle
+from .oracle import TableOracle
 from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
 
-__all__ = ["ActiveLatencyEstimator", "balanced_extension_counts", "sample_in_bin"]
+__all__ = ["ActiveLatencyEstimator", "balanced_extension_counts"]
 
-TERMINATION_CONDITIONS = ("threshold_reached", "max_iter", "max_samples", "pool_exhausted")
+TERMINATION_CONDITIONS = ("threshold_reached", "plateau", "max_iter", "max_samples", "pool_exhausted")
+
+# Latencies outside this range (ms) are unit mistakes or float garbage, not timings.
+_LATENCY_RANGE_MS = (1e-9, 1e9)
+# "auto" sizes: the paper's (N_Test, N_I, N_Step), or this share of a smaller pool.
+_AUTO_SIZES = {"n_test": (200, 0.2), "n_initial": (300, 0.4), "n_step": (100, 0.1)}
 
 
 def balanced_extension_counts(below, n_step: int, weights=(2, 1)) -> np.ndarray:
@@ -60,7 +66,7 @@ def balanced_extension_counts(below, n_step: int, weights=(2, 1)) -> np.ndarray:
     if below.size == 0:
         raise ValueError("below must name at least one bin")
     w1, w2 = _check_weights(weights)
-    n_step = _check_int(n_step, "n_step", 1)
+    n_step = check_int(n_step, "n_step", low=1)
     n_below = int(below.sum())
     n_norm = w1 * n_below + w2 * (below.size - n_below)
     share_below = math.ceil(n_step * w1 / n_norm)
@@ -68,89 +74,16 @@ def balanced_extension_counts(below, n_step: int, weights=(2, 1)) -> np.ndarray:
     return np.where(below, share_below, share_above).astype(int)
 
 
-def sample_in_bin(
-    space: SearchSpace,
-    bin: int,
-    n: int,
-    n_bins: int = 5,
-    random_state=None,
-    exclude=None,
-    max_rounds: int = 50,
-) -> list[dict]:
-    """Draw up to ``n`` distinct architectures of ``space`` whose depth bin is ``bin``.
-
-    Architectures are drawn as by ``space.sample(strategy="balanced")`` (total
-    depth uniform inside the bin, block choices uniform) and those whose key is
-    in ``exclude`` (e.g. already measured) are skipped.
-
-    Parameters
-    ----------
-    space : SearchSpace
-    bin : int
-        Bin index in ``0 .. n_bins - 1`` (see :meth:`SearchSpace.bin_index`).
-    n : int
-        Number of architectures wanted.
-    n_bins : int
-        Number of equal-width total-depth bins.
-    random_state : int, RandomState or None
-    exclude : set of str or iterable of arch, optional
-        Architectures (or their :func:`~esm_sklearn.spaces.arch_key`) never to return.
-    max_rounds : int
-        Rounds of drawing before giving up; fewer than ``n`` architectures are
-        returned only when the bin is (nearly) exhausted.
-
-    Returns
-    -------
-    list of dict
-        Canonical architecture dicts, at most ``n``.
-    """
-    if not isinstance(bin, (int, np.integer)) or not 0 <= bin < n_bins:
-        raise ValueError(f"bin must be an int in 0..{n_bins - 1}, got {bin!r}")
-    rng = check_random_state(random_state)
-    excluded = _key_set(exclude)
-    out: list[dict] = []
-    taken: set[str] = set()
-    for _ in range(max_rounds):
-        missing = n - len(out)
-        if missing <= 0:
-            break
-        # A balanced draw of missing * n_bins gives exactly `missing` per bin.
-        batch = space.sample(missing * n_bins, strategy="balanced", n_bins=n_bins, random_state=rng)
-        for arch, b in zip(batch, space.bin_index(batch, n_bins), strict=True):
-            if b != bin:
-                continue
-            key = arch_key(arch)
-            if key in excluded or key in taken:
-                continue
-            taken.add(key)
-            out.append(arch)
-    return out[:n]
-
-
 # --------------------------------------------------------------- validation
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def _check_weights(weights) -> tuple[float, float]:
     try:
         w1, w2 = weights
         w1, w2 = float(w1), float(w2)
     except (TypeError, ValueError):
-        raise ValueError(f"weights must be a pair (w1, w2) of positive numbers, got {weights!r}") from None
+        raise ValueError(f"weights must be a pair (w1, w2) of positive numbers, got {plain(weights)}") from None
     if not (np.isfinite(w1) and np.isfinite(w2) and w1 > 0 and w2 > 0):
-        raise ValueError(f"weights must be a pair (w1, w2) of positive numbers, got {weights!r}")
+        raise ValueError(f"weights must be a pair (w1, w2) of positive numbers, got {plain(weights)}")
     return w1, w2
-
-
-def _key_set(archs) -> set[str]:
-    if archs is None:
-        return set()
-    if isinstance(archs, (set, frozenset)):
-        return {a if isinstance(a, str) else arch_key(a) for a in archs}
-    return {arch_key(a) for a in as_arch_list(archs)}
 
 
 def _round_robin_cap(counts: np.ndarray, budget: int) -> np.ndarray:
@@ -166,12 +99,6 @@ def _round_robin_cap(counts: np.ndarray, budget: int) -> np.ndarray:
             out[b] += 1
             budget -= 1
     return out
-
-
-def _quotas(n: int, n_bins: int) -> np.ndarray:
-    """Equal shares of ``n`` over ``n_bins``; the remainder goes to the first bins."""
-    base, extra = divmod(n, n_bins)
-    return np.array([base + (b < extra) for b in range(n_bins)], dtype=int)
 
 
 # ------------------------------------------------------------ candidate sets
@@ -226,7 +153,7 @@ class _SpaceCandidates:
     def draw_bin(self, b: int, k: int, rng) -> list[dict]:
         if k <= 0 or self.exhausted[b]:
             return []
-        out = sample_in_bin(self.space, b, k, self.n_bins, rng, exclude=self.seen)
+        out = self.space.sample_in_bin(b, k, self.n_bins, rng, exclude=self.seen)
         if len(out) < k:
             self.exhausted[b] = True
         self.seen.update(arch_key(a) for a in out)
@@ -245,14 +172,6 @@ class _SpaceCandidates:
         if len(out) < k:
             self.exhausted = [True] * self.n_bins
         return out
-
-
-def _interleave(groups: list[list]) -> list:
-    """bin0[0], bin1[0], ..., bin0[1], ...: any prefix stays balanced."""
-    out = []
-    for i in range(max((len(g) for g in groups), default=0)):
-        out.extend(g[i] for g in groups if i < len(g))
-    return out
 
 
 class _ReplayOracle:
@@ -286,8 +205,9 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
     bin is under ``acc_threshold`` it extends the training set by about
     ``n_step`` architectures (the ``strategy`` decides where), measures them,
     retrains from scratch and evaluates again, until every bin reaches the
-    threshold or a budget (``max_iter``, ``max_samples``, the candidate pool)
-    runs out. ``termination_condition_`` says which.
+    threshold, the accuracy stops improving (a plateau), or a budget
+    (``max_iter``, ``max_samples``, the candidate pool) runs out.
+    ``termination_condition_`` says which.
 
     Parameters
     ----------
@@ -300,14 +220,14 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
     oracle : object, default=None
         Anything with ``measure(archs, space=None, sampling=None) -> array`` of
         latencies in ms (NaN for a failed measurement), e.g. a
-        :class:`~esm_sklearn.oracle.TorchLatencyOracle` or
-        :class:`~esm_sklearn.oracle.TableOracle`. ``None``: when ``fit`` gets a
-        ``y``, a ``TableOracle`` over ``(X, y)`` replays that dataset;
-        otherwise ``TorchLatencyOracle(device=device, store=store,
-        **oracle_params)`` times real models. Quality control (reference
+        :class:`~esm_sklearn.oracle.TorchLatencyOracle` (its settings are
+        nested parameters: ``set_params(oracle__runs=50)``, or
+        ``oracle__runs`` in a ``GridSearchCV`` grid). ``None``: when ``fit``
+        gets a ``y``, a :class:`~esm_sklearn.oracle.TableOracle` over ``(X, y)``
+        replays that dataset; otherwise a default ``TorchLatencyOracle()``
+        times real models on the CPU. Quality control (reference
         architectures, re-timing) is the oracle's business; its outcome is
-        copied to ``qc_``. A given oracle is used as is, not cloned (it is a
-        resource, like a device); the oracles built in ``fit`` are not kept.
+        copied to ``qc_``.
     space : str or SearchSpace, default=None
         The search space; ``None`` reads it from the ``"space"`` field of the
         architectures in ``X``.
@@ -322,10 +242,12 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         ``"random"``: the initial set and every extension of
         ``n_step`` are drawn uniformly (from the pool, or from the space, where
         total depth then piles up in the middle bins).
-    n_initial : int, default=300
-        Initial training samples (``N_I``; the paper's 300).
-    n_step : int, default=100
-        Samples per extension (``N_Step``; the paper's 100).
+    n_initial : int or "auto", default="auto"
+        Initial training samples (``N_I``). ``"auto"``: the paper's 300, or 40%
+        of a smaller pool ``X``.
+    n_step : int or "auto", default="auto"
+        Samples per extension (``N_Step``). ``"auto"``: the paper's 100, or 10%
+        of a smaller pool.
     weights : (float, float), default=(2, 1)
         ``(w1, w2)``, the relative share of a bin below and of a bin at or above
         the threshold. The default gives a weak bin twice the share of a good
@@ -349,9 +271,10 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         out-of-fold predictions of a ``cv``-fold cross-validation on the data
         collected so far (no extra measurements, ``cv`` more fits per
         iteration).
-    n_test : int, default=200
-        Size of the held-out test set (40 per bin with 5 bins: enough to read
-        a bin's accuracy to about a percent).
+    n_test : int or "auto", default="auto"
+        Size of the held-out test set. ``"auto"``: 200 (40 per bin with 5
+        bins: enough to read a bin's accuracy to about a percent), or 20% of a
+        smaller pool.
     cv : int or cross-validation splitter, default=5
         Folds for ``test="cv"``; an int means shuffled ``KFold`` seeded from
         ``random_state``.
@@ -361,18 +284,13 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         Largest number of training architectures measured (failed ones
         included, the test set not); an extension that would pass it is cut,
         taking one sample per bin in turn so that it stays balanced.
-    device : str, default="cpu"
-        Device of the ``TorchLatencyOracle`` built when ``oracle`` is None and
-        no ``y`` is given; ignored otherwise.
-    store : str, path or None, default=None
-        :class:`~esm_sklearn.store.MeasurementStore` path for that oracle: every
-        measurement is written as taken, and a rerun with the same
-        ``random_state`` proposes the same architectures and gets the stored
-        ones back instead of re-timing them. Pass a path (not an open store) to
-        keep the estimator clonable and picklable.
-    oracle_params : dict or None, default=None
-        Further keyword arguments of that oracle (``batch_size``, ``runs``,
-        ``n_references``, ``variance_threshold``, ...).
+    plateau_patience : int or None, default=5
+        Stop with ``"plateau"`` when the score that decides stopping (the worst
+        bin's accuracy, or the overall one) has not risen by more than its
+        standard error over the last ``plateau_patience`` extensions: more
+        measurements no longer help, and a live run should not spend hours on
+        them. ``plateau_score_`` then gives the level reached. ``None`` never
+        stops for a plateau.
     random_state : int, RandomState or None, default=None
         Seeds the test set, every draw of candidates and the default
         estimator; the same seed and the same measurements give the same run.
@@ -385,6 +303,8 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         The predictor trained on the final training set.
     space_ : SearchSpace
     bin_edges_ : numpy.ndarray of shape (n_bins + 1,)
+    n_initial_, n_step_, n_test_ : int
+        The sizes used (``"auto"`` resolved against the pool).
     history_ : pandas.DataFrame
         One row per training round (row 0: the initial set) with
         ``iteration``; ``n_samples`` (training samples so far, failed ones
@@ -394,15 +314,19 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         in ``n_failed_`` only); ``unfilled_bins`` (tuple of bins that could
         not supply their share: the pool or the budget ran short; an unfilled
         share is not moved to other bins); ``accuracy`` (overall) and
-        ``acc_bin<b>``; ``below_bins`` (tuple of bins under the threshold);
+        ``acc_bin<b>``; ``score`` and ``score_se`` (the stopping score and its
+        standard error); ``below_bins`` (tuple of bins under the threshold);
         ``measure_seconds`` (row 0 includes the test set) and ``fit_seconds``
         (training, plus cross-validation with ``test="cv"``).
     n_iter_ : int
         Number of extensions made (0 when the initial set reaches the threshold).
     termination_condition_ : str
-        ``"threshold_reached"``, ``"max_iter"``, ``"max_samples"`` or
-        ``"pool_exhausted"`` (no candidate left, or none drawable for the
-        requested bins).
+        ``"threshold_reached"``, ``"plateau"``, ``"max_iter"``,
+        ``"max_samples"`` or ``"pool_exhausted"`` (no candidate left, or none
+        drawable for the requested bins).
+    plateau_score_ : float or None
+        With ``"plateau"``, the best score reached (the accuracy the loop
+        could not improve on); else None.
     X_train_, y_train_ : list of dict, numpy.ndarray
         The measured training set (successful measurements only).
     X_test_, y_test_ : list of dict, numpy.ndarray, or None
@@ -442,20 +366,18 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         oracle=None,
         space=None,
         strategy: str = "balanced",
-        n_initial: int = 300,
-        n_step: int = 100,
+        n_initial="auto",
+        n_step="auto",
         weights=(2, 1),
         evaluation: str = "binwise",
         n_bins: int = 5,
         acc_threshold: float = 0.95,
         test: str = "holdout",
-        n_test: int = 200,
+        n_test="auto",
         cv=5,
         max_iter: int = 50,
         max_samples: int | None = None,
-        device: str = "cpu",
-        store=None,
-        oracle_params: dict | None = None,
+        plateau_patience: int | None = 5,
         random_state=None,
         verbose: bool = False,
     ):
@@ -474,9 +396,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         self.cv = cv
         self.max_iter = max_iter
         self.max_samples = max_samples
-        self.device = device
-        self.store = store
-        self.oracle_params = oracle_params
+        self.plateau_patience = plateau_patience
         self.random_state = random_state
         self.verbose = verbose
 
@@ -489,32 +409,52 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- checks
     def _check_params(self) -> None:
-        if self.strategy not in ("balanced", "random"):
-            raise ValueError(f"strategy must be 'balanced' or 'random', got {self.strategy!r}")
-        if self.evaluation not in ("binwise", "overall"):
-            raise ValueError(f"evaluation must be 'binwise' or 'overall', got {self.evaluation!r}")
-        if self.test not in ("holdout", "cv"):
-            raise ValueError(f"test must be 'holdout' or 'cv', got {self.test!r}")
-        _check_int(self.n_initial, "n_initial", 1)
-        _check_int(self.n_step, "n_step", 1)
-        _check_int(self.n_bins, "n_bins", 1)
-        _check_int(self.n_test, "n_test", 1)
-        _check_int(self.max_iter, "max_iter", 0)
-        if self.max_samples is not None:
-            _check_int(self.max_samples, "max_samples", 1)
+        check_choice(self.strategy, "strategy", ("balanced", "random"))
+        check_choice(self.evaluation, "evaluation", ("binwise", "overall"))
+        check_choice(self.test, "test", ("holdout", "cv"))
+        for name, low in (("n_initial", 1), ("n_step", 1), ("n_test", 1)):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value == "auto"):
+                try:
+                    check_int(value, name, low=low)
+                except ValueError:
+                    raise ValueError(f"{name} must be 'auto' or an int >= {low}, "
+                                     f"got {plain(value)}") from None
+        check_int(self.n_bins, "n_bins", low=1)
+        check_int(self.max_iter, "max_iter", low=0)
+        check_int(self.max_samples, "max_samples", low=1, allow_none=True)
+        check_int(self.plateau_patience, "plateau_patience", low=1, allow_none=True)
         _check_weights(self.weights)
-        t = self.acc_threshold
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t <= 1:
-            raise ValueError(
-                f"acc_threshold must be a fraction in (0, 1] (0.95 is 95%), got {t!r}"
-            )
+        check_fraction(self.acc_threshold, "acc_threshold")
         if self.test == "cv" and isinstance(self.cv, numbers.Integral):
-            _check_int(self.cv, "cv", 2)
-        if self.oracle_params is not None and not isinstance(self.oracle_params, Mapping):
-            raise ValueError(f"oracle_params must be a dict or None, got {self.oracle_params!r}")
+            check_int(self.cv, "cv", low=2)
         if self.oracle is not None and not callable(getattr(self.oracle, "measure", None)):
             raise ValueError(
-                f"oracle must have a measure(archs, space=None, sampling=None) method, got {self.oracle!r}"
+                "oracle must have a measure(archs, space=None, sampling=None) method, "
+                f"got {type(self.oracle).__name__}"
+            )
+
+    def _resolve_sizes(self, n_pool: int | None) -> None:
+        """``n_test_``, ``n_initial_``, ``n_step_``: ``"auto"`` becomes the paper's
+        size, or a share of a smaller pool; sizes that leave little to train on warn."""
+        for name, (paper, share) in _AUTO_SIZES.items():
+            value = getattr(self, name)
+            if isinstance(value, str):
+                if n_pool is not None and round(share * n_pool) < paper:
+                    value = max(1, int(round(share * n_pool)))
+                else:
+                    value = paper
+            setattr(self, name + "_", int(value))
+        if n_pool is None:
+            return
+        n_test = self.n_test_ if self.test == "holdout" else 0
+        if n_test + self.n_initial_ > n_pool:
+            warnings.warn(
+                f"the pool holds {n_pool} distinct architectures but n_test={n_test} and "
+                f"n_initial={self.n_initial_} ask for {n_test + self.n_initial_}: the training "
+                "set will be smaller than asked; leave the sizes at 'auto' to scale them to "
+                "the pool",
+                UserWarning, stacklevel=3,
             )
 
     def _make_oracle(self, replay):
@@ -526,18 +466,19 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
                 )
             return _ReplayOracle(*replay)
         if self.oracle is not None:
-            if self.store is not None or self.oracle_params:
-                raise ValueError(
-                    "store= and oracle_params= configure the oracle built from device=; "
-                    "with oracle= given, configure that oracle instead"
-                )
             return self.oracle
-        params = dict(self.oracle_params or {})
-        params.setdefault("progress", bool(self.verbose))
-        return TorchLatencyOracle(device=self.device, store=self.store, **params)
+        from .oracle import TorchLatencyOracle
+
+        return TorchLatencyOracle(progress=bool(self.verbose))
 
     def _prepare_pool(self, X, y):
         """Space, canonical deduplicated pool, and the replay table (or None) of ``(X, y)``."""
+        if X is None:
+            if y is not None:
+                raise ValueError("y was given without X: y must be the latencies of the pool X")
+            if self.space is None:
+                raise ValueError("give space= (or a pool X of architectures) to sample candidates from")
+            return get_space(self.space), None, None
         archs = as_arch_list(X)
         if not archs:
             raise ValueError("X is empty: give a pool of candidate architectures or X=None")
@@ -545,20 +486,21 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         canon = space.validate_many(archs, lambda i: f"X[{i}]")
         replay = None
         if y is not None:
-            y = np.asarray(y, dtype=float)
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]
-            if y.ndim != 1 or len(y) != len(canon):
-                raise ValueError(
-                    f"y must hold one latency per architecture of X: got shape {y.shape} "
-                    f"for {len(canon)} architectures"
-                )
+            y = _check_latencies(y, len(canon))
             replay = (canon, y, space)
         # A pool arch is drawn at most once: keep the first of identical ones.
         keys = [arch_key(a) for a in canon]
         _, first = np.unique(keys, return_index=True)
         pool = [canon[i] for i in np.sort(first)]
         return space, pool, replay
+
+    def _base_estimator(self, space, rng):
+        if self.estimator is not None:
+            return self.estimator
+        from .predictors import make_latency_pipeline
+
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        return make_latency_pipeline(space=space, random_state=seed)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X=None, y=None):
@@ -582,73 +524,67 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         """
         self._check_params()
         rng = check_random_state(self.random_state)
-        if X is None:
-            if y is not None:
-                raise ValueError("y was given without X: y must be the latencies of the pool X")
-            if self.space is None:
-                raise ValueError("give space= (or a pool X of architectures) to sample candidates from")
-            space = get_space(self.space)
-            pool = replay = None
-        else:
-            space, pool, replay = self._prepare_pool(X, y)
+        space, pool, replay = self._prepare_pool(X, y)
         n_bins = int(self.n_bins)
         self.space_ = space
         self.bin_edges_ = space.bin_edges(n_bins)
         oracle = self._make_oracle(replay)
+        self._resolve_sizes(None if pool is None else len(pool))
         if pool is None:
             candidates = _SpaceCandidates(space, n_bins)
         else:
             candidates = _PoolCandidates(pool, space.bin_index(pool, n_bins), n_bins)
-
-        if self.estimator is None:
-            from .predictors import make_latency_pipeline
-
-            seed = int(rng.randint(np.iinfo(np.int32).max))
-            base = make_latency_pipeline(space=space, random_state=seed)
-        else:
-            base = self.estimator
+        base = self._base_estimator(space, rng)
         cv_seed = int(rng.randint(np.iinfo(np.int32).max))
 
         self.X_failed_ = []
         self.qc_ = None
         self.X_test_ = self.y_test_ = None
-        measure_seconds = 0.0
-        if self.test == "holdout":
-            test_groups = [
-                candidates.draw_bin(b, int(q), rng) for b, q in enumerate(_quotas(self.n_test, n_bins))
-            ]
-            test_archs = _interleave(test_groups)
-            start = time.perf_counter()
-            X_ok, y_ok, _ = self._measure(oracle, test_archs, "balanced")
-            measure_seconds += time.perf_counter() - start
-            if not X_ok:
-                raise ValueError(
-                    f"none of the {len(test_archs)} test architectures could be measured"
-                )
-            self.X_test_, self.y_test_ = X_ok, y_ok
+        test_seconds = self._measure_test_set(oracle, candidates, rng) if self.test == "holdout" else 0.0
+        rows, model = self._run_rounds(oracle, candidates, base, cv_seed, rng, test_seconds,
+                                       n_pool=None if pool is None else len(pool))
+        self.estimator_ = model
+        self.history_ = pd.DataFrame(rows)
+        self.n_iter_ = int(rows[-1]["iteration"])
+        self.n_failed_ = len(self.X_failed_)
+        return self
 
+    def _measure_test_set(self, oracle, candidates, rng) -> float:
+        """Draw and measure the held-out test set; return the seconds it took."""
+        n_bins = int(self.n_bins)
+        groups = [candidates.draw_bin(b, int(q), rng)
+                  for b, q in enumerate(SearchSpace.bin_quotas(self.n_test_, n_bins))]
+        test_archs = SearchSpace.interleave(groups)
+        start = time.perf_counter()
+        X_ok, y_ok, _ = self._measure(oracle, test_archs, "balanced")
+        if not X_ok:
+            raise ValueError(f"none of the {len(test_archs)} test architectures could be measured")
+        self.X_test_, self.y_test_ = X_ok, y_ok
+        return time.perf_counter() - start
+
+    def _run_rounds(self, oracle, candidates, base, cv_seed, rng, measure_seconds, n_pool):
+        """Propose, measure, train, evaluate, until a termination condition holds."""
+        n_bins = int(self.n_bins)
         X_train: list[dict] = []
         y_train: list[float] = []
         n_measured = 0
-        rows = []
+        rows: list[dict] = []
         below = np.ones(n_bins, dtype=bool)
-        iteration = 0
-        condition = None
+        self.termination_condition_ = None
+        self.plateau_score_ = None
         progress = _progress(self.verbose, self.max_iter + 1)
         try:
-            while True:
+            for iteration in range(self.max_iter + 1):
                 budget = math.inf if self.max_samples is None else self.max_samples - n_measured
-                new, got, n_requested, unfilled = self._propose(
-                    candidates, iteration, below, budget, rng
-                )
+                new, got, n_requested, unfilled = self._propose(candidates, iteration, below,
+                                                                budget, rng)
                 if not new:
                     if iteration == 0:
                         raise ValueError(
                             "no candidate architecture is left for the initial training set "
-                            f"(pool of {0 if pool is None else len(pool)}, "
-                            f"{0 if self.X_test_ is None else len(test_archs)} held out for testing)"
+                            f"(pool of {n_pool or 0}, {len(self.X_test_ or [])} held out for testing)"
                         )
-                    condition = "max_samples" if budget <= 0 else "pool_exhausted"
+                    self.termination_condition_ = "max_samples" if budget <= 0 else "pool_exhausted"
                     break
                 start = time.perf_counter()
                 X_ok, y_ok, n_fail = self._measure(oracle, new, self.strategy)
@@ -661,57 +597,77 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
                         f"none of the {len(new)} initial training architectures could be measured"
                     )
                 start = time.perf_counter()
-                model, acc_bins, acc = self._train_evaluate(
-                    base, X_train, np.asarray(y_train), cv_seed
-                )
-                fit_seconds = time.perf_counter() - start
-                if self.evaluation == "binwise":
-                    below = acc_bins < self.acc_threshold  # NaN (no data) is not below
-                    done = not below.any()
-                else:
-                    done = acc >= self.acc_threshold
-                    below = np.full(n_bins, not done)
-                rows.append(
-                    {
-                        "iteration": iteration,
-                        "n_samples": len(X_train),
-                        "n_requested": n_requested,
-                        "n_added": len(new),
-                        **{f"n_added_bin{b}": int(got[b]) for b in range(n_bins)},
-                        "n_failed": n_fail,
-                        "unfilled_bins": unfilled,
-                        "accuracy": acc,
-                        **{f"acc_bin{b}": float(acc_bins[b]) for b in range(n_bins)},
-                        "below_bins": tuple(int(b) for b in np.flatnonzero(below)),
-                        "measure_seconds": measure_seconds,
-                        "fit_seconds": fit_seconds,
-                    }
-                )
+                model, evaluation = self._train_evaluate(base, X_train, np.asarray(y_train), cv_seed)
+                below, done = self._below_threshold(evaluation)
+                rows.append({
+                    "iteration": iteration,
+                    "n_samples": len(X_train),
+                    "n_requested": n_requested,
+                    "n_added": len(new),
+                    **{f"n_added_bin{b}": int(got[b]) for b in range(n_bins)},
+                    "n_failed": n_fail,
+                    "unfilled_bins": unfilled,
+                    "accuracy": evaluation["accuracy"],
+                    **{f"acc_bin{b}": float(evaluation["acc_bins"][b]) for b in range(n_bins)},
+                    "score": evaluation["score"],
+                    "score_se": evaluation["score_se"],
+                    "below_bins": tuple(int(b) for b in np.flatnonzero(below)),
+                    "measure_seconds": measure_seconds,
+                    "fit_seconds": time.perf_counter() - start,
+                })
                 measure_seconds = 0.0
                 progress.update(1)
-                worst = acc_bins[~np.isnan(acc_bins)].min(initial=acc)
-                progress.set_postfix(n=len(X_train), acc=f"{acc:.3f}", worst_bin=f"{worst:.3f}")
-                if done:
-                    condition = "threshold_reached"
-                elif self.max_samples is not None and n_measured >= self.max_samples:
-                    condition = "max_samples"
-                elif iteration >= self.max_iter:
-                    condition = "max_iter"
-                elif candidates.total_available() == 0:
-                    condition = "pool_exhausted"
-                if condition is not None:
+                progress.set_postfix(n=len(X_train), acc=f"{evaluation['accuracy']:.3f}",
+                                     score=f"{evaluation['score']:.3f}")
+                self.termination_condition_ = self._stop_reason(
+                    done, rows, n_measured, candidates, iteration)
+                if self.termination_condition_ is not None:
                     break
-                iteration += 1
         finally:
             progress.close()
-        self.estimator_ = model
-        self.history_ = pd.DataFrame(rows)
-        self.n_iter_ = int(rows[-1]["iteration"])
-        self.termination_condition_ = condition
         self.X_train_ = X_train
         self.y_train_ = np.asarray(y_train, dtype=float)
-        self.n_failed_ = len(self.X_failed_)
-        return self
+        return rows, model
+
+    def _below_threshold(self, evaluation) -> tuple[np.ndarray, bool]:
+        n_bins = int(self.n_bins)
+        if self.evaluation == "binwise":
+            below = evaluation["acc_bins"] < self.acc_threshold  # NaN (no data) is not below
+            return below, not below.any()
+        done = evaluation["accuracy"] >= self.acc_threshold
+        return np.full(n_bins, not done), done
+
+    def _stop_reason(self, done: bool, rows: list[dict], n_measured: int, candidates,
+                     iteration: int) -> str | None:
+        if done:
+            return "threshold_reached"
+        if self._plateaued(rows):
+            return "plateau"
+        if self.max_samples is not None and n_measured >= self.max_samples:
+            return "max_samples"
+        if iteration >= self.max_iter:
+            return "max_iter"
+        if candidates.total_available() == 0:
+            return "pool_exhausted"
+        return None
+
+    def _plateaued(self, rows: list[dict]) -> bool:
+        """True when the last ``plateau_patience`` rounds beat the best earlier
+        score by no more than that score's standard error (sets ``plateau_score_``)."""
+        patience = self.plateau_patience
+        if patience is None or len(rows) <= patience:
+            return False
+        scores = np.array([r["score"] for r in rows], dtype=float)
+        ses = np.array([r["score_se"] for r in rows], dtype=float)
+        earlier = scores[:-patience]
+        if np.isnan(earlier).all():
+            return False
+        best = int(np.nanargmax(earlier))
+        recent = np.nanmax(scores[-patience:], initial=-np.inf)
+        if recent > scores[best] + np.nan_to_num(ses[best]):
+            return False
+        self.plateau_score_ = float(np.nanmax(scores))
+        return True
 
     def _propose(self, candidates, iteration: int, below: np.ndarray, budget, rng):
         """Draw the next architectures to measure (Algorithm 1's extension step).
@@ -721,7 +677,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         """
         n_bins = int(self.n_bins)
         if self.strategy == "random":
-            n_wanted = int(self.n_initial if iteration == 0 else self.n_step)
+            n_wanted = self.n_initial_ if iteration == 0 else self.n_step_
             new = candidates.draw_random(int(min(n_wanted, budget)), rng)
             got = np.bincount(self.space_.bin_index(new, n_bins), minlength=n_bins) if new else (
                 np.zeros(n_bins, dtype=int)
@@ -729,9 +685,9 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
             unfilled = tuple(range(n_bins)) if len(new) < n_wanted else ()
             return new, got, n_wanted, unfilled
         if iteration == 0:
-            requested = _quotas(int(self.n_initial), n_bins)
+            requested = SearchSpace.bin_quotas(self.n_initial_, n_bins)
         else:
-            requested = balanced_extension_counts(below, self.n_step, self.weights)
+            requested = balanced_extension_counts(below, self.n_step_, self.weights)
         counts = np.array(
             [min(int(r), candidates.available(b)) for b, r in enumerate(requested)], dtype=int
         )
@@ -740,7 +696,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         groups = [candidates.draw_bin(b, int(c), rng) for b, c in enumerate(counts)]
         got = np.array([len(g) for g in groups], dtype=int)
         unfilled = tuple(int(b) for b in np.flatnonzero(got < requested))
-        return _interleave(groups), got, int(requested.sum()), unfilled
+        return SearchSpace.interleave(groups), got, int(requested.sum()), unfilled
 
     def _measure(self, oracle, archs: list[dict], sampling: str):
         """Measure ``archs``; return the successful ones, their latencies, the failure count."""
@@ -762,7 +718,8 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         return [a for a, good in zip(archs, ok, strict=True) if good], y[ok], int((~ok).sum())
 
     def _train_evaluate(self, base, X_train: list[dict], y_train: np.ndarray, cv_seed: int):
-        """Fit a fresh clone on the training set; accuracy per bin and overall."""
+        """Fit a fresh clone on the training set; accuracy per bin and overall, and
+        the stopping score (worst bin or overall) with its standard error."""
         if self.test == "holdout":
             model = clone(base).fit(X_train, y_train)
             X_eval, y_eval = self.X_test_, self.y_test_
@@ -780,8 +737,22 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
             y_pred = _as_1d(cross_val_predict(clone(base), X_train, y_train, cv=splitter))
             X_eval, y_eval = X_train, y_train
             model = clone(base).fit(X_train, y_train)
-        table = binwise_accuracy(y_eval, y_pred, X_eval, space=self.space_, n_bins=self.n_bins)
-        return model, table["accuracy"].to_numpy(dtype=float), latency_accuracy(y_eval, y_pred)
+        n_bins = int(self.n_bins)
+        table = binwise_accuracy(y_eval, y_pred, X_eval, space=self.space_, n_bins=n_bins)
+        acc_bins = table["accuracy"].to_numpy(dtype=float)
+        accuracy = latency_accuracy(y_eval, y_pred)
+        # Per-architecture accuracy 1 - |relative error|: its mean is the accuracy,
+        # its standard error says how far the accuracy can move by chance.
+        per_arch = 1.0 - np.abs(y_pred - y_eval) / y_eval
+        if self.evaluation == "binwise" and not np.isnan(acc_bins).all():
+            worst = int(np.nanargmin(acc_bins))
+            per_arch = per_arch[self.space_.bin_index(X_eval, n_bins) == worst]
+            score = float(acc_bins[worst])
+        else:
+            score = accuracy
+        score_se = float(per_arch.std(ddof=1) / np.sqrt(len(per_arch))) if len(per_arch) > 1 else np.nan
+        return model, {"acc_bins": acc_bins, "accuracy": accuracy, "score": score,
+                       "score_se": score_se}
 
     # --------------------------------------------------------- prediction
     def predict(self, X) -> np.ndarray:
@@ -794,6 +765,29 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         if sample_weight is not None:
             raise ValueError("ActiveLatencyEstimator.score does not support sample_weight")
         return latency_accuracy(y, self.predict(X))
+
+
+def _check_latencies(y, n: int) -> np.ndarray:
+    """``y`` as a float vector of ``n`` latencies; NaN and inf are allowed (failed
+    measurements), numbers too large for arithmetic are not."""
+    try:
+        y = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("y must hold numeric latencies in ms") from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            f"y must hold one latency per architecture of X: got shape {y.shape} for {n} architectures"
+        )
+    positive = y[np.isfinite(y) & (y > 0)]
+    if positive.size and not (_LATENCY_RANGE_MS[0] <= positive.min() and positive.max() <= _LATENCY_RANGE_MS[1]):
+        i = int(np.flatnonzero(np.isfinite(y) & (y > 0) & ((y < _LATENCY_RANGE_MS[0]) | (y > _LATENCY_RANGE_MS[1])))[0])
+        raise ValueError(
+            f"y[{i}] = {float(y[i]):g} ms is outside the plausible latency range "
+            f"{_LATENCY_RANGE_MS[0]:g}..{_LATENCY_RANGE_MS[1]:g} ms; give latencies in milliseconds"
+        )
+    return y
 
 
 def _as_1d(pred) -> np.ndarray:
@@ -820,4 +814,3 @@ def _progress(verbose: bool, total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="train-evaluate-extend", unit="iter")
-

@@ -10,7 +10,7 @@ and optimiser and adds what makes it win by default:
 
 - inputs standardised inside the module (``x_mean_``, ``x_scale_``);
 - the loss taken on the relative error, ``MSE(y_pred / y, 1)``, with targets
-  scaled by their mean (``target="relative"``);
+  scaled by their mean;
 - a linear path, solved in closed form (ridge, weighted for relative error)
   before training; the MLP multiplies it by ``exp(mlp(x))`` and starts at
   zero, so training begins at the best linear model and the MLP learns only
@@ -20,6 +20,10 @@ and optimiser and adds what makes it win by default:
   keeps the best epoch, the linear start included, and accepts an epoch only
   if it beats the kept one by more than a standard error: on data without
   learnable interactions the MLP stays switched off instead of fitting noise.
+
+The ablation that chose this design (other target scalings, an additive or no
+linear path, no learning-rate schedule) lives in
+``benchmarks/check_default_vs_baselines.py --ablation``, not in the product.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from skorch.regressor import NeuralNetRegressor
 from skorch.utils import to_tensor
 from torch import nn
 
+from ._validation import check_int, check_real, plain
 from .encoders import (
     FCCEncoder,
     FeatureCountEncoder,
@@ -60,21 +65,17 @@ __all__ = [
     "REGRESSORS",
 ]
 
-_SKIPS = ("multiplicative", "additive", None)
-_TARGETS = ("relative", "log", "standardize", None)
-_SCHEDULES = ("cosine", None)
 _AUTO_ALPHAS = np.logspace(-3, 3, 13)
 
 
 class LatencyMLP(nn.Module):
-    """The paper's MLP with input standardisation and an optional linear path.
+    """The paper's MLP on standardised inputs, multiplying a linear path.
 
     ``z = (X - in_mean) / in_scale``; ``mlp`` is ``n_layers`` hidden layers of
-    ``hidden_units`` ReLU units and a linear output. The output is
-    ``linear(z) * exp(mlp(z))`` (``skip="multiplicative"``),
-    ``linear(z) + mlp(z)`` (``"additive"``) or ``mlp(z)`` (``None``, the
-    paper's network). With a linear path the last layer of ``mlp`` starts at
-    zero, so the untrained module is the linear model.
+    ``hidden_units`` ReLU units and a linear output; the output is
+    ``linear(z) * exp(mlp(z))``. The last layer of ``mlp`` starts at zero, so
+    the untrained module is the linear model and training learns only how
+    latency departs from a sum of block costs.
 
     Parameters
     ----------
@@ -85,33 +86,15 @@ class LatencyMLP(nn.Module):
         Hidden layers; 0 leaves a single linear layer.
     dropout : float, default=0.0
         Dropout after every hidden activation.
-    skip : {"multiplicative", "additive", None}, default="multiplicative"
-    standardize : bool, default=True
-        Whether ``forward`` standardises its input with the ``in_mean`` and
-        ``in_scale`` buffers (set by :class:`MLPLatencyRegressor`); ``False``
-        feeds raw features, as the paper's recipe does.
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        hidden_units: int = 64,
-        n_layers: int = 3,
-        dropout: float = 0.0,
-        skip: str | None = "multiplicative",
-        standardize: bool = True,
-    ):
+    def __init__(self, n_features: int, hidden_units: int = 64, n_layers: int = 3,
+                 dropout: float = 0.0):
         super().__init__()
-        for name, value, low in (("n_features", n_features, 1), ("hidden_units", hidden_units, 1),
-                                 ("n_layers", n_layers, 0)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-                raise ValueError(f"LatencyMLP: {name} must be an int >= {low}, got {value!r}")
-        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"LatencyMLP: dropout must be in [0, 1), got {dropout!r}")
-        if skip not in _SKIPS:
-            raise ValueError(f"LatencyMLP: skip must be one of {_SKIPS}, got {skip!r}")
-        self.skip = skip
-        self.standardize = bool(standardize)
+        check_int(n_features, "LatencyMLP: n_features", low=1)
+        check_int(hidden_units, "LatencyMLP: hidden_units", low=1)
+        check_int(n_layers, "LatencyMLP: n_layers", low=0)
+        check_real(dropout, "LatencyMLP: dropout", low=0, high=1, high_open=True)
         self.register_buffer("in_mean", torch.zeros(n_features))
         self.register_buffer("in_scale", torch.ones(n_features))
         layers: list[nn.Module] = []
@@ -123,19 +106,13 @@ class LatencyMLP(nn.Module):
             width = hidden_units
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
-        self.linear = nn.Linear(n_features, 1) if skip is not None else None
-        if skip is not None:
-            nn.init.zeros_(self.mlp[-1].weight)
-            nn.init.zeros_(self.mlp[-1].bias)
+        self.linear = nn.Linear(n_features, 1)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, X):
-        z = (X - self.in_mean) / self.in_scale if self.standardize else X
-        out = self.mlp(z)
-        if self.skip == "multiplicative":
-            return self.linear(z) * torch.exp(out)
-        if self.skip == "additive":
-            return self.linear(z) + out
-        return out
+        z = (X - self.in_mean) / self.in_scale
+        return self.linear(z) * torch.exp(self.mlp(z))
 
 
 class ArrayBatchIterator:
@@ -218,9 +195,7 @@ class _KeepBestEpoch(Callback):
             Xi, yi = batch
             with torch.no_grad():
                 y_pred = net.evaluation_step(batch, training=False)
-                y_true = to_tensor(yi, device=net.device)
-                if net.target == "relative":
-                    y_pred, y_true = y_pred / y_true, torch.ones_like(y_true)
+                y_pred, y_true = net.loss_inputs(y_pred, to_tensor(yi, device=net.device))
                 loss = criterion(y_pred, y_true)
             if loss.ndim == 0:  # a criterion without per-sample reduction
                 loss = (y_pred - y_true) ** 2
@@ -265,11 +240,10 @@ class MLPLatencyRegressor(NeuralNetRegressor):
 
     Defaults: the paper's network (``module__n_layers=3`` hidden layers of
     ``module__hidden_units=64`` ReLU units), MSE, Adam with ``lr=0.01`` and
-    ``optimizer__weight_decay=1e-4``; plus input standardisation, a relative
-    loss (``target="relative"``), a closed-form linear path the MLP corrects
-    multiplicatively (``module__skip``, ``linear_init_alpha``), cosine
-    learning-rate decay and early stopping that keeps the best epoch. See the
-    module docstring for why. Every skorch parameter (``module__*``,
+    ``optimizer__weight_decay=1e-4``; plus input standardisation, a loss on the
+    relative error, a closed-form linear path the MLP corrects multiplicatively
+    (``linear_init_alpha``), cosine learning-rate decay and early stopping that
+    keeps the best epoch. See the module docstring for why. Every skorch parameter (``module__*``,
     ``optimizer__*``, ``callbacks``, ``device``...) works as usual.
 
     Parameters
@@ -278,29 +252,21 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         Built with ``n_features`` (the input width) and the ``module__*``
         parameters.
     criterion : torch loss class, default=torch.nn.MSELoss
-        With ``target="relative"`` it compares ``y_pred / y`` with 1.
+        Compares ``y_pred / y`` with 1 (the relative error).
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=0.01
     max_epochs : int, default=100
     batch_size : int, default=64
         Training batch size; prediction uses ``predict_batch_size``.
     optimizer__weight_decay : float, default=1e-4
-    module__hidden_units, module__n_layers, module__dropout, module__skip
-        Passed to :class:`LatencyMLP` (defaults 64, 3, 0.0, ``"multiplicative"``).
-    target : {"relative", "log", "standardize", None}, default="relative"
-        ``"relative"``: fit ``y / mean(y)`` with the loss on ``y_pred / y``
-        (relative error, what ``1 - MAPE`` measures); ``"log"``: fit the
-        standardised ``log(y)``; both need ``y > 0``. ``"standardize"``: fit
-        ``(y - mean) / std`` (any sign); ``None``: raw ``y``.
-    linear_init_alpha : "auto", float or None, default="auto"
+    module__hidden_units, module__n_layers, module__dropout
+        Passed to :class:`LatencyMLP` (defaults 64, 3, 0.0).
+    linear_init_alpha : "auto" or float, default="auto"
         Ridge penalty of the closed-form fit of the linear path on the
-        standardised inputs (weighted by ``1 / y**2`` for the relative
-        target); ``"auto"`` picks it from ``logspace(-3, 3, 13)`` by
-        leave-one-out error (``RidgeCV``); ``None`` leaves the linear path to
-        the optimiser.
-    train_linear : bool, default=False
-        Whether the optimiser also updates a closed-form linear path (one
-        without closed-form start is always trained).
+        standardised inputs, weighted by ``1 / y**2`` so that it minimises the
+        relative error; ``"auto"`` picks it from ``logspace(-3, 3, 13)`` by
+        leave-one-out error (``RidgeCV``). The optimiser leaves the linear
+        path as solved and trains the MLP on top of it.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the data (the closed-form linear
         path still sees all of it) and keep the best epoch, epoch 0 (the
@@ -314,8 +280,6 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         the paired per-sample difference (the one-standard-error rule), so a
         small validation set does not trade a good model for noise; 0 accepts
         any improvement.
-    lr_schedule : {"cosine", None}, default="cosine"
-        Cosine decay of the learning rate to 0 over ``max_epochs``.
     predict_batch_size : int, default=65536
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, dropout and the validation split (torch's
@@ -334,11 +298,10 @@ class MLPLatencyRegressor(NeuralNetRegressor):
     n_features_in_ : int
     x_mean_, x_scale_ : ndarray of shape (n_features_in_,)
         Input standardisation (also buffers of ``module_``).
-    y_offset_, y_scale_ : float
-        The fitted target is ``(g(y) - y_offset_) / y_scale_``, ``g`` the log
-        for ``target="log"``, the identity otherwise.
+    y_scale_ : float
+        The network fits ``y / y_scale_`` (the mean training latency).
     linear_alpha_ : float
-        Ridge penalty used for the linear path (where it was fitted).
+        Ridge penalty used for the linear path.
     best_epoch_ : int or None
         Epoch kept by early stopping (0 = the starting model).
     module_, optimizer_, history_ : as in skorch.
@@ -368,15 +331,11 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         module__hidden_units=64,
         module__n_layers=3,
         module__dropout=0.0,
-        module__skip="multiplicative",
-        target="relative",
         linear_init_alpha="auto",
-        train_linear=False,
         early_stopping=True,
         validation_fraction=0.2,
         n_iter_no_change=20,
         improvement_se=1.0,
-        lr_schedule="cosine",
         predict_batch_size=65536,
         random_state=None,
         train_split=None,
@@ -403,33 +362,35 @@ class MLPLatencyRegressor(NeuralNetRegressor):
             module__hidden_units=module__hidden_units,
             module__n_layers=module__n_layers,
             module__dropout=module__dropout,
-            module__skip=module__skip,
             iterator_train__shuffle=iterator_train__shuffle,
             **kwargs,
         )
-        self.target = target
         self.linear_init_alpha = linear_init_alpha
-        self.train_linear = train_linear
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.improvement_se = improvement_se
-        self.lr_schedule = lr_schedule
         self.predict_batch_size = predict_batch_size
         self.random_state = random_state
 
     # ------------------------------------------------------------ skorch hooks
+    def get_params(self, deep=True):
+        # skorch lists its private bookkeeping set among the parameters; it is
+        # not one (set_params/clone rebuild it), so keep it out of repr and clone.
+        params = super().get_params(deep=deep)
+        params.pop("_params_to_validate", None)
+        return params
+
     @property
     def _default_callbacks(self):
         # Read by get_params(deep=True) too, so it must not raise on odd values.
         callbacks = list(super()._default_callbacks)
-        if isinstance(self.lr_schedule, str) and self.lr_schedule == "cosine":
-            epochs = self.max_epochs
-            t_max = int(epochs) if isinstance(epochs, numbers.Integral) and epochs > 0 else 1
-            callbacks.append((
-                "lr_scheduler",
-                LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=t_max),
-            ))
+        epochs = self.max_epochs
+        t_max = int(epochs) if isinstance(epochs, numbers.Integral) and epochs > 0 else 1
+        callbacks.append((
+            "lr_scheduler",
+            LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=t_max),
+        ))
         if isinstance(self.early_stopping, (bool, np.bool_)) and self.early_stopping:
             callbacks.append((
                 "early_stopping", _KeepBestEpoch(patience=self.n_iter_no_change, n_se=self.improvement_se)
@@ -459,10 +420,12 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         return self.get_dataset(X[train], y[train]), self.get_dataset(X[valid], y[valid])
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = to_tensor(y_true, device=self.device)
-        if self.target == "relative":
-            return self.criterion_(y_pred / y_true, torch.ones_like(y_true))
-        return self.criterion_(y_pred, y_true)
+        return self.criterion_(*self.loss_inputs(y_pred, to_tensor(y_true, device=self.device)))
+
+    @staticmethod
+    def loss_inputs(y_pred, y_true):
+        """What the criterion compares: ``y_pred / y_true`` with 1 (the relative error)."""
+        return y_pred / y_true, torch.ones_like(y_true)
 
     # A regressor has no class probabilities; skorch's predict_proba would return
     # the module's raw output (scaled target space), so it is hidden.
@@ -479,7 +442,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         tags.input_tags.sparse = False
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = False
-        tags.target_tags.positive_only = self.target in ("relative", "log")
+        tags.target_tags.positive_only = True
         tags.non_deterministic = self.random_state is None
         return tags
 
@@ -492,68 +455,45 @@ class MLPLatencyRegressor(NeuralNetRegressor):
 
     # --------------------------------------------------------------- checking
     def _check_params(self) -> None:
-        if self.target not in _TARGETS:
-            raise ValueError(f"target must be one of {_TARGETS}, got {self.target!r}")
-        if self.lr_schedule not in _SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
-        alpha = self.linear_init_alpha
-        if not (alpha is None or alpha == "auto" or (
-            isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and alpha >= 0
-        )):
-            raise ValueError(f"linear_init_alpha must be 'auto', a float >= 0 or None, got {alpha!r}")
+        if not (isinstance(self.linear_init_alpha, str) and self.linear_init_alpha == "auto"):
+            try:
+                check_real(self.linear_init_alpha, "linear_init_alpha", low=0)
+            except ValueError:
+                raise ValueError("linear_init_alpha must be 'auto' or a float >= 0, got "
+                                 f"{plain(self.linear_init_alpha)}") from None
         if self.early_stopping:
-            if not (isinstance(self.validation_fraction, numbers.Real)
-                    and 0 < self.validation_fraction < 1):
-                raise ValueError(
-                    f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
-                )
-            if not isinstance(self.n_iter_no_change, numbers.Integral) or self.n_iter_no_change < 1:
-                raise ValueError(f"n_iter_no_change must be an int >= 1, got {self.n_iter_no_change!r}")
-            if not (isinstance(self.improvement_se, numbers.Real) and self.improvement_se >= 0):
-                raise ValueError(f"improvement_se must be a float >= 0, got {self.improvement_se!r}")
-        for name, low, rule in (("max_epochs", 0, "an int >= 0"),
-                                ("batch_size", 1, "an int >= 1 or -1 (whole data)"),
-                                ("predict_batch_size", 1, "an int >= 1")):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or (
-                value < low and not (name == "batch_size" and value == -1)
-            ):
-                raise ValueError(f"{name} must be {rule}, got {value!r}")
+            check_real(self.validation_fraction, "validation_fraction", low=0, high=1,
+                       low_open=True, high_open=True)
+            check_int(self.n_iter_no_change, "n_iter_no_change", low=1)
+            check_real(self.improvement_se, "improvement_se", low=0)
+        check_int(self.max_epochs, "max_epochs", low=0)
+        check_int(self.predict_batch_size, "predict_batch_size", low=1)
+        if self.batch_size != -1:
+            try:
+                check_int(self.batch_size, "batch_size", low=1)
+            except ValueError:
+                raise ValueError("batch_size must be an int >= 1 or -1 (whole data), got "
+                                 f"{plain(self.batch_size)}") from None
 
     def _fit_target(self, y: np.ndarray) -> np.ndarray:
-        """Set ``y_offset_`` and ``y_scale_`` from ``y``; return the training target."""
-        g = self._check_target(y)
-        if self.target == "relative":
-            offset, scale = 0.0, float(np.mean(g))
-        elif self.target in ("log", "standardize"):
-            offset, scale = float(np.mean(g)), float(np.std(g))
-        else:
-            offset, scale = 0.0, 1.0
-        if not np.isfinite(scale) or scale <= 0:
-            scale = 1.0
-        self.y_offset_, self.y_scale_ = offset, scale
-        return (g - offset) / scale
+        """Set ``y_scale_`` (the mean latency) from ``y``; return the training target."""
+        self._check_target(y)
+        self.y_scale_ = float(np.mean(y))
+        return y / self.y_scale_
 
-    def _check_target(self, y: np.ndarray) -> np.ndarray:
-        """``y`` (or ``log(y)`` for ``target="log"``) after checking its sign."""
-        if self.target in ("relative", "log"):
-            bad = ~(y > 0)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"target={self.target!r} needs latencies > 0; y holds {int(bad.sum())} "
-                    f"value(s) <= 0, first {y[i]!r} at index {i} (use target='standardize' "
-                    "for signed targets)"
-                )
-        return np.log(y) if self.target == "log" else y
-
-    def _inverse_target(self, t: np.ndarray) -> np.ndarray:
-        g = t * self.y_scale_ + self.y_offset_
-        return np.exp(g) if self.target == "log" else g
+    @staticmethod
+    def _check_target(y: np.ndarray) -> None:
+        bad = ~(y > 0) | ~np.isfinite(y)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"latencies must be finite and > 0; y holds {int(bad.sum())} other value(s), "
+                f"first {float(y[i])!r} at index {i}"
+            )
 
     def _init_linear(self, Z: np.ndarray, t: np.ndarray) -> None:
-        """Closed-form ridge fit of the linear path (relative target: weights 1/t**2)."""
-        weights = 1.0 / t**2 if self.target == "relative" else np.ones_like(t)
+        """Closed-form ridge fit of the linear path, weighted 1/t**2 (relative error)."""
+        weights = 1.0 / t**2
         weights = weights / weights.mean()
         if isinstance(self.linear_init_alpha, str):  # "auto": weighted leave-one-out
             ridge = RidgeCV(alphas=_AUTO_ALPHAS)
@@ -565,7 +505,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         with torch.no_grad():
             linear.weight.copy_(torch.as_tensor(ridge.coef_[None, :], dtype=linear.weight.dtype))
             linear.bias.fill_(float(ridge.intercept_))
-        linear.requires_grad_(bool(self.train_linear))
+        linear.requires_grad_(False)
 
     def _rng_context(self):
         if self.random_state is None:
@@ -621,7 +561,8 @@ class MLPLatencyRegressor(NeuralNetRegressor):
                 "(one to train, one to validate)"
             )
         if keep:
-            t = (self._check_target(y) - self.y_offset_) / self.y_scale_
+            self._check_target(y)
+            t = y / self.y_scale_
         else:
             self.x_mean_ = X.mean(axis=0)
             scale = X.std(axis=0)
@@ -634,12 +575,9 @@ class MLPLatencyRegressor(NeuralNetRegressor):
             if not keep:
                 self.initialize()
                 module = self.module_
-                standardize = getattr(module, "standardize", False)
-                if standardize:
-                    module.in_mean.copy_(torch.as_tensor(self.x_mean_, dtype=module.in_mean.dtype))
-                    module.in_scale.copy_(torch.as_tensor(self.x_scale_, dtype=module.in_scale.dtype))
-                if getattr(module, "linear", None) is not None and self.linear_init_alpha is not None:
-                    self._init_linear((X - self.x_mean_) / self.x_scale_ if standardize else X, t)
+                module.in_mean.copy_(torch.as_tensor(self.x_mean_, dtype=module.in_mean.dtype))
+                module.in_scale.copy_(torch.as_tensor(self.x_scale_, dtype=module.in_scale.dtype))
+                self._init_linear((X - self.x_mean_) / self.x_scale_, t)
             super().partial_fit(X.astype(np.float32), t.astype(np.float32)[:, None], **fit_params)
         return self
 
@@ -669,7 +607,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
                     chunk = chunk.copy()
                 batch = torch.from_numpy(chunk).to(self.device)
                 out[start : start + step] = module(batch)[:, 0].cpu().numpy()
-        return self._inverse_target(out)
+        return out * self.y_scale_
 
 
 # ---------------------------------------------------------------- pipelines

@@ -18,7 +18,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
 
 from esm_sklearn import ActiveLatencyEstimator, get_space
-from esm_sklearn.active import balanced_extension_counts, sample_in_bin
+from esm_sklearn.active import balanced_extension_counts
 from esm_sklearn.predictors import make_latency_pipeline
 from esm_sklearn.spaces import arch_key
 
@@ -260,13 +260,13 @@ def test_sampling_from_the_space_with_an_oracle():
 
 
 def test_sample_in_bin_stays_in_its_bin_and_skips_excluded():
-    first = sample_in_bin(SPACE, 3, 20, N_BINS, random_state=0)
+    first = SPACE.sample_in_bin(3, 20, N_BINS, random_state=0)
     assert len(first) == 20 and set(bins_of(first)) == {3}
-    again = sample_in_bin(SPACE, 3, 20, N_BINS, random_state=0, exclude=first)
+    again = SPACE.sample_in_bin(3, 20, N_BINS, random_state=0, exclude=first)
     assert len(again) == 20 and set(bins_of(again)) == {3}
     assert not {arch_key(a) for a in first} & {arch_key(a) for a in again}
     with pytest.raises(ValueError, match="bin"):
-        sample_in_bin(SPACE, 5, 1, N_BINS)
+        SPACE.sample_in_bin(5, 1, N_BINS)
 
 
 def test_cross_validation_evaluation():
@@ -373,14 +373,16 @@ def test_fitted_estimator_keeps_no_oracle_and_predicts_in_a_fresh_process(tmp_pa
 
 def test_device_oracle_with_a_store_resumes_without_remeasuring(tmp_path):
     pytest.importorskip("torch")
+    from esm_sklearn import TorchLatencyOracle
     from esm_sklearn.store import MeasurementStore
 
     store = tmp_path / "cpu.sqlite"
 
     def run():
         return ActiveLatencyEstimator(
-            fast_pipeline(), space="mobilenetv3", device="cpu", store=str(store),
-            oracle_params={"resolution": 32, "warmup": 0, "runs": 1, "n_references": 0},
+            fast_pipeline(), space="mobilenetv3",
+            oracle=TorchLatencyOracle(device="cpu", store=str(store), resolution=32, warmup=0,
+                                      runs=1, n_references=0),
             n_initial=3, n_test=2, max_iter=0, random_state=3,
         ).fit()
 
@@ -394,3 +396,67 @@ def test_device_oracle_with_a_store_resumes_without_remeasuring(tmp_path):
     assert [arch_key(a) for a in second.X_train_] == [arch_key(a) for a in first.X_train_]
     np.testing.assert_array_equal(second.y_train_, first.y_train_)
     assert second.termination_condition_ == "max_iter"
+
+
+# ----------------------------------------------- sizes, plateau, oracle params
+def test_auto_sizes_scale_to_a_small_pool_and_explicit_ones_warn():
+    archs, y = make_table(n=130)
+    est = ActiveLatencyEstimator(fast_pipeline(), acc_threshold=0.9, random_state=0).fit(archs, y)
+    assert (est.n_test_, est.n_initial_, est.n_step_) == (26, 52, 13)
+    assert len(est.X_test_) == 26 and est.history_["n_samples"].iloc[0] == 52
+    with pytest.warns(UserWarning, match="pool holds 130"):
+        ActiveLatencyEstimator(fast_pipeline(), n_test=100, n_initial=100, max_iter=0,
+                               random_state=0).fit(archs, y)
+
+
+def test_auto_sizes_without_a_pool_are_the_papers():
+    est = ActiveLatencyEstimator(fast_pipeline(), space="resnet", oracle=FormulaOracle(),
+                                 max_iter=0, random_state=0).fit()
+    assert (est.n_test_, est.n_initial_, est.n_step_) == (200, 300, 100)
+
+
+@pytest.mark.parametrize("name, value", [("n_initial", "many"), ("n_step", True), ("n_test", 0)])
+def test_sizes_must_be_auto_or_positive_ints(name, value):
+    archs, y = make_table(n=100)
+    with pytest.raises(ValueError, match=f"{name} must be 'auto' or an int >= 1, got"):
+        small_estimator(**{name: value}).fit(archs, y)
+
+
+def test_plateau_stops_the_loop_when_more_data_no_longer_helps():
+    # Bin 0 is pure noise: no amount of data lifts it to 0.99, so the loop must stop
+    # on its own long before max_iter instead of measuring the whole pool.
+    archs, y = make_table(n=1500, noisy_bins=(0,), noise=0.3)
+    est = small_estimator(n_initial=100, n_step=50, n_test=100, acc_threshold=0.99,
+                          max_iter=40, plateau_patience=3).fit(archs, y)
+    assert est.termination_condition_ == "plateau"
+    assert est.n_iter_ < 40
+    scores = est.history_["score"].to_numpy()
+    assert est.plateau_score_ == pytest.approx(scores.max())
+    best_before = scores[:-3].max()
+    se = est.history_["score_se"].to_numpy()[int(np.argmax(scores[:-3]))]
+    assert scores[-3:].max() <= best_before + se
+    never = small_estimator(n_initial=100, n_step=50, n_test=100, acc_threshold=0.99,
+                            max_iter=6, plateau_patience=None).fit(archs, y)
+    assert never.termination_condition_ == "max_iter" and never.plateau_score_ is None
+
+
+def test_oracle_settings_are_nested_parameters():
+    from esm_sklearn import TorchLatencyOracle
+
+    est = ActiveLatencyEstimator(oracle=TorchLatencyOracle(runs=20), space="resnet")
+    assert est.get_params()["oracle__runs"] == 20
+    est.set_params(oracle__runs=7, oracle__warmup=2)
+    assert est.oracle.runs == 7 and est.oracle.warmup == 2
+    twin = clone(est)
+    assert twin.oracle is not est.oracle and twin.oracle.runs == 7
+    for removed in ("device", "store", "oracle_params"):
+        assert removed not in est.get_params()
+
+
+@pytest.mark.parametrize("bad", [1e300, 1e-300, "fast"])
+def test_implausible_latencies_are_refused_with_their_index(bad):
+    archs, y = make_table(n=100)
+    y = y.astype(object)
+    y[7] = bad
+    with pytest.raises(ValueError, match=r"y\[7\]|numeric"):
+        small_estimator().fit(archs, y)

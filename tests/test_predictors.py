@@ -81,7 +81,7 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [MLPLatencyRegressor(**CHEAP), MLPLatencyRegressor(**CHEAP, target="standardize")],
+    [MLPLatencyRegressor(**CHEAP), MLPLatencyRegressor(**CHEAP, early_stopping=False)],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible_estimator(estimator, check):
@@ -117,21 +117,18 @@ def test_sklearn_data_free_checks_on_pipeline(regressor, check):
 def test_module_starts_as_its_linear_path():
     torch.manual_seed(0)
     x = torch.randn(7, 5)
-    for skip in ("multiplicative", "additive"):
-        module = LatencyMLP(5, hidden_units=4, n_layers=2, skip=skip)
-        assert torch.equal(module(x), module.linear(x))
-    plain = LatencyMLP(5, hidden_units=4, skip=None)
-    assert plain.linear is None and plain(x).shape == (7, 1)
+    module = LatencyMLP(5, hidden_units=4, n_layers=2)
+    assert torch.equal(module(x), module.linear(x))
+    torch.nn.init.normal_(module.mlp[-1].weight)  # a trained MLP multiplies the linear path
+    assert torch.allclose(module(x), module.linear(x) * torch.exp(module.mlp(x)))
 
 
 def test_module_standardises_with_its_buffers():
-    module = LatencyMLP(3, skip="additive")
+    module = LatencyMLP(3)
     module.in_mean.copy_(torch.tensor([1.0, 2.0, 3.0]))
     module.in_scale.copy_(torch.tensor([2.0, 2.0, 2.0]))
     x = torch.tensor([[3.0, 4.0, 5.0]])
     assert torch.allclose(module(x), module.linear(torch.ones(1, 3)))
-    raw = LatencyMLP(3, skip="additive", standardize=False)
-    assert torch.allclose(raw(x), raw.linear(x))
 
 
 @pytest.mark.parametrize(
@@ -141,7 +138,6 @@ def test_module_standardises_with_its_buffers():
         (dict(n_features=3, hidden_units=0), "hidden_units"),
         (dict(n_features=3, n_layers=-1), "n_layers"),
         (dict(n_features=3, dropout=1.0), "dropout"),
-        (dict(n_features=3, skip="both"), "skip"),
     ],
 )
 def test_module_rejects_bad_parameters(kwargs, word):
@@ -246,30 +242,37 @@ def test_early_stopping_off_trains_all_epochs_on_all_rows(linear_data):
     assert whole.history[-1, "batches", :, "train_batch_size"] == [len(y)]
 
 
-@pytest.mark.parametrize("target", ["relative", "log", "standardize", None])
-def test_targets_invert_to_milliseconds(linear_data, target):
+def test_target_inverts_to_milliseconds(linear_data):
     X, y = linear_data
-    reg = MLPLatencyRegressor(target=target, max_epochs=0, early_stopping=False).fit(X, y)
+    reg = MLPLatencyRegressor(max_epochs=0, early_stopping=False).fit(X, y)
     # epoch 0 is the closed-form linear path: already within the 5% noise
     assert _rel_error(y, reg.predict(X)) < 0.08
+    assert reg.y_scale_ == pytest.approx(y.mean())
 
 
-@pytest.mark.parametrize("target", ["relative", "log"])
-def test_positive_targets_required(linear_data, target):
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_positive_finite_latencies_required(linear_data, bad):
     X, y = linear_data
     y = y.copy()
-    y[3] = 0.0
+    y[3] = bad
     with pytest.raises(ValueError, match=r"> 0.*index 3"):
-        MLPLatencyRegressor(target=target, **{k: v for k, v in CHEAP.items()}).fit(X, y)
-    y[3] = -1.0
-    MLPLatencyRegressor(target="standardize", **CHEAP).fit(X, y)
+        MLPLatencyRegressor(**CHEAP).fit(X, y)
+
+
+@pytest.mark.parametrize("removed", ["target", "lr_schedule", "train_linear", "module__skip"])
+def test_ablation_switches_are_not_product_parameters(removed):
+    assert removed not in MLPLatencyRegressor().get_params()
+
+
+def test_repr_and_params_show_no_private_field():
+    pipe = make_latency_pipeline(space="resnet")
+    assert "_params_to_validate" not in repr(pipe)
+    assert not [k for k in pipe.get_params() if k.split("__")[-1].startswith("_")]
 
 
 @pytest.mark.parametrize(
     "params, word",
     [
-        (dict(target="ms"), "target"),
-        (dict(lr_schedule="step"), "lr_schedule"),
         (dict(linear_init_alpha=-1.0), "linear_init_alpha"),
         (dict(validation_fraction=1.5), "validation_fraction"),
         (dict(n_iter_no_change=0), "n_iter_no_change"),
@@ -306,7 +309,7 @@ def test_clone_set_params_and_grid_search_on_arrays(linear_data):
     reg = MLPLatencyRegressor(**CHEAP)
     twin = clone(reg)
     assert twin.get_params()["module__hidden_units"] == 8
-    twin.set_params(module__hidden_units=4, target="log")
+    twin.set_params(module__hidden_units=4, lr=0.02)
     assert reg.get_params()["module__hidden_units"] == 8
     search = GridSearchCV(reg, {"module__hidden_units": [4, 8], "lr": [0.01]}, cv=2,
                           scoring=get_scorer("latency_accuracy")).fit(X[:200], y[:200])
