@@ -150,17 +150,6 @@ def kendall_tau(y_true, y_pred) -> float:
 
 
 # ------------------------------------------------------------------ bin-wise
-def _bin_ranges(space: SearchSpace, n_bins: int) -> list[tuple[int, int]]:
-    """Inclusive total-depth range of each bin, as :meth:`SearchSpace.bin_index` assigns them."""
-    edges = space.bin_edges(n_bins)
-    ranges = []
-    for b in range(n_bins):
-        low = int(np.ceil(edges[b]))
-        high = space.max_depth if b == n_bins - 1 else int(np.ceil(edges[b + 1])) - 1
-        ranges.append((low, high))
-    return ranges
-
-
 def binwise_accuracy(
     y_true,
     y_pred,
@@ -209,7 +198,7 @@ def binwise_accuracy(
     space = infer_space(archs, space)
     bins = space.bin_index(archs, n_bins)
     rows = []
-    for b, (low, high) in enumerate(_bin_ranges(space, n_bins)):
+    for b, (low, high) in enumerate(space.bin_ranges(n_bins)):
         mask = bins == b
         count = int(mask.sum())
         rows.append(

@@ -14,14 +14,24 @@ value per block, a per-unit choice one value per unit, and a global choice
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.utils import check_random_state
+
+from . import operators, sampling, vectors
+from .archs import (  # noqa: F401  (re-exported)
+    _format_value,
+    _same_choice,
+    arch_key,
+    as_arch_list,
+    key_set,
+    load_arch,
+    validate_arch,
+)
+from .macro import MACROS, BlockSpec, Macro, get_macro, resolve_callable
 
 __all__ = [
     "SearchSpace",
@@ -30,29 +40,9 @@ __all__ = [
     "get_space",
     "infer_space",
     "list_spaces",
+    "load_arch",
     "register_space",
 ]
-
-# Two values name the same choice when they differ by less than this (relative):
-# 2/3 may be written 0.6667, 0.667 or 0.666666.
-_FLOAT_MATCH_RTOL = 1.5e-3
-
-
-def _same_choice(value: Any, choice: Any) -> bool:
-    if isinstance(value, bool) or isinstance(choice, bool):
-        return value == choice
-    if isinstance(value, (int, float, np.integer, np.floating)) and isinstance(
-        choice, (int, float, np.integer, np.floating)
-    ):
-        return abs(float(value) - float(choice)) <= _FLOAT_MATCH_RTOL * max(1.0, abs(float(choice)))
-    return value == choice
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
 
 def _depth_bounds(depth, n_units: int) -> tuple[tuple[int, int], ...]:
     if isinstance(depth, Sequence) and len(depth) == 2 and all(
@@ -91,12 +81,22 @@ class SearchSpace:
     block_combinations : sequence of tuple, optional
         The allowed combinations of block choices, in the order of
         ``block_choices``; by default every combination is allowed.
-    builder : callable, optional
-        ``builder(space, arch, resolution, num_classes) -> torch.nn.Module``.
+    builder : callable or str, optional
+        ``builder(space, arch, resolution=..., num_classes=...) ->
+        torch.nn.Module``, called by :meth:`build_model` with a validated,
+        canonical ``arch``. A string ``"package.module:function"`` names it
+        and is imported only when a model is built (how the built-in spaces
+        name ``"esm_sklearn.models:build_from_macro"`` without importing
+        torch); it also keeps the space picklable.
     default_resolution : int
-        Input resolution used by :meth:`build_model` when none is given.
+        Input resolution when neither the caller nor the architecture gives
+        one (see :meth:`input_resolution`).
     description : str
         One line shown by ``esm-sklearn spaces``.
+    macro : Macro, optional
+        The fixed part of the networks (:class:`esm_sklearn.macro.Macro`):
+        needed by :meth:`block_specs`, :meth:`arch_block_specs` and
+        ``esm_sklearn.models.build_from_macro``.
 
     Examples
     --------
@@ -104,6 +104,7 @@ class SearchSpace:
     >>> space = get_space("resnet")
     >>> f"{space.size():.3g}"
     '8.38e+26'
+    >>> import json
     >>> arch = space.sample(1, random_state=0)[0]
     >>> space.validate(json.dumps(arch)) == arch
     True
@@ -116,9 +117,10 @@ class SearchSpace:
     unit_choices: Mapping[str, Sequence] = field(default_factory=dict)
     global_choices: Mapping[str, Sequence] = field(default_factory=dict)
     block_combinations: Sequence[tuple] | None = None
-    builder: Callable | None = None
+    builder: Callable | str | None = None
     default_resolution: int = 224
     description: str = ""
+    macro: Macro | None = None
 
     def __post_init__(self):
         if self.n_units < 1:
@@ -148,12 +150,7 @@ class SearchSpace:
                         f"{dict(self.block_choices)}"
                     )
         self.block_combinations = tuple(combos)
-        # Exact-value lookups make encoding fast; near values fall back to validate().
         self._combo_index = {c: i for i, c in enumerate(self.block_combinations)}
-        self._unit_index = {k: {v: i for i, v in enumerate(c)} for k, c in self.unit_choices.items()}
-        self._global_index = {
-            k: {v: i for i, v in enumerate(c)} for k, c in self.global_choices.items()
-        }
         self._n_unit_combos = math.prod(len(c) for c in self.unit_choices.values())
 
     # ------------------------------------------------------------------ facts
@@ -217,15 +214,6 @@ class SearchSpace:
         return hash((self.name, self.depth_bounds))
 
     # ------------------------------------------------------------- validation
-    def _match(self, value, choices, where: str, fname: str):
-        for choice in choices:
-            if _same_choice(value, choice):
-                return choice
-        raise ValueError(
-            f"{self.name}: {where}field {fname!r} has value {value!r}, "
-            f"allowed values are {list(choices)}"
-        )
-
     def validate(self, arch) -> dict:
         """Return the canonical dict of ``arch`` or raise ``ValueError``.
 
@@ -247,91 +235,7 @@ class SearchSpace:
             Naming the unit, block, field and allowed values of the first
             problem found.
         """
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{self.name}: architecture is not valid JSON: {exc}") from None
-        if not isinstance(arch, Mapping):
-            raise ValueError(
-                f"{self.name}: an architecture must be a dict or JSON string, got {type(arch).__name__}"
-            )
-        given_space = arch.get("space", self.name)
-        if given_space != self.name:
-            raise ValueError(
-                f"architecture of space {given_space!r} given to space {self.name!r}"
-            )
-        unknown = [k for k in arch if k not in ("space", *self.fields)]
-        if unknown:
-            raise ValueError(
-                f"{self.name}: unknown field(s) {unknown}; this space's fields are {self.fields}"
-            )
-        missing = [k for k in self.fields if k not in arch]
-        if missing:
-            raise ValueError(f"{self.name}: missing field(s) {missing}")
-        depth = arch["depth"]
-        if not isinstance(depth, Sequence) or isinstance(depth, str) or len(depth) != self.n_units:
-            raise ValueError(
-                f"{self.name}: field 'depth' must list {self.n_units} ints (one per unit), got {depth!r}"
-            )
-        canon: dict[str, Any] = {"space": self.name, "depth": []}
-        for unit, (d, (low, high)) in enumerate(zip(depth, self.depth_bounds)):
-            if (
-                isinstance(d, bool)
-                or not isinstance(d, (int, float, np.integer, np.floating))
-                or not float(d).is_integer()
-                or not low <= d <= high
-            ):
-                raise ValueError(
-                    f"{self.name}: unit {unit}: depth {d!r} outside the allowed range {low}..{high}"
-                )
-            canon["depth"].append(int(d))
-        for fname, choices in self.block_choices.items():
-            per_unit = arch[fname]
-            if not isinstance(per_unit, Sequence) or isinstance(per_unit, str) or len(per_unit) != self.n_units:
-                raise ValueError(
-                    f"{self.name}: field {fname!r} must hold {self.n_units} lists (one per unit), "
-                    f"got {per_unit!r}"
-                )
-            canon[fname] = []
-            for unit, (values, d) in enumerate(zip(per_unit, canon["depth"])):
-                if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != d:
-                    raise ValueError(
-                        f"{self.name}: unit {unit}: field {fname!r} must list {d} values "
-                        f"(the unit's depth), got {values!r}"
-                    )
-                canon[fname].append(
-                    [
-                        self._match(v, choices, f"unit {unit}, block {b}: ", fname)
-                        for b, v in enumerate(values)
-                    ]
-                )
-        if self.block_choices and len(self.block_combinations) < math.prod(
-            len(c) for c in self.block_choices.values()
-        ):
-            allowed = set(self.block_combinations)
-            for unit, d in enumerate(canon["depth"]):
-                for b in range(d):
-                    combo = tuple(canon[f][unit][b] for f in self.block_choices)
-                    if combo not in allowed:
-                        raise ValueError(
-                            f"{self.name}: unit {unit}, block {b}: combination "
-                            f"{dict(zip(self.block_choices, combo))} is not allowed; allowed are "
-                            f"{[dict(zip(self.block_choices, c)) for c in self.block_combinations]}"
-                        )
-        for fname, choices in self.unit_choices.items():
-            values = arch[fname]
-            if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != self.n_units:
-                raise ValueError(
-                    f"{self.name}: field {fname!r} must hold {self.n_units} values (one per unit), "
-                    f"got {values!r}"
-                )
-            canon[fname] = [
-                self._match(v, choices, f"unit {unit}: ", fname) for unit, v in enumerate(values)
-            ]
-        for fname, choices in self.global_choices.items():
-            canon[fname] = self._match(arch[fname], choices, "", fname)
-        return canon
+        return validate_arch(self, arch)
 
     def validate_many(self, archs, where: Callable[[int], str] | None = None) -> list[dict]:
         """:meth:`validate` every architecture; an error names which one.
@@ -356,53 +260,15 @@ class SearchSpace:
     def block_codes(self, arch) -> list[list[int]]:
         """Index into :attr:`unit_block_combinations` of every block, per unit.
 
-        A fast path for encoders: an architecture that uses the exact choice
-        values is read directly; anything else goes through :meth:`validate`,
-        which either canonicalises it (e.g. ``0.667`` -> ``0.6667``) or raises
-        its ``ValueError``.
+        ``arch`` is validated (and canonicalised) first.
         """
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError:
-                return self._exact_block_codes(self.validate(arch))
-        try:
-            return self._exact_block_codes(arch)
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError):
-            return self._exact_block_codes(self.validate(arch))
-
-    def _exact_block_codes(self, arch) -> list[list[int]]:
-        if arch.get("space", self.name) != self.name or len(arch) - ("space" in arch) != len(
-            self.fields
-        ):
-            raise KeyError("space or fields")
-        depth = arch["depth"]
-        if len(depth) != self.n_units:
-            raise ValueError("depth length")
-        for d, (low, high) in zip(depth, self.depth_bounds):
-            if type(d) is not int or not low <= d <= high:
-                raise ValueError("depth value")
-        unit_codes = [0] * self.n_units
-        for fname, index in self._unit_index.items():
-            values = arch[fname]
-            if len(values) != self.n_units:
-                raise ValueError("unit field length")
-            size = len(index)
-            unit_codes = [c * size + index[v] for c, v in zip(unit_codes, values)]
-        for fname, index in self._global_index.items():
-            index[arch[fname]]
-        block_fields = [arch[f] for f in self.block_choices]
-        if not block_fields:
-            return [[c] * d for c, d in zip(unit_codes, depth)]
-        n_unit_combos = self._n_unit_combos
-        combo_index = self._combo_index
+        canon = self.validate(arch)
+        units = list(itertools.product(*self.unit_choices.values()))
         codes = []
-        for unit, d in enumerate(depth):
-            columns = [f[unit] for f in block_fields]
-            if any(len(c) != d for c in columns):
-                raise ValueError("block list length")
-            base = unit_codes[unit]
-            codes.append([combo_index[c] * n_unit_combos + base for c in zip(*columns)])
+        for unit, d in enumerate(canon["depth"]):
+            u = units.index(tuple(canon[f][unit] for f in self.unit_choices))
+            blocks = zip(*(canon[f][unit] for f in self.block_choices)) if self.block_choices else [()] * d
+            codes.append([self._combo_index[tuple(b)] * self._n_unit_combos + u for b in blocks])
         return codes
 
     # ---------------------------------------------------------------- sampling
@@ -422,14 +288,30 @@ class SearchSpace:
             )
         return np.linspace(self.min_depth, self.max_depth, n_bins + 1)
 
+    def bin_ranges(self, n_bins: int = 5) -> list[tuple[int, int]]:
+        """Inclusive total-depth range of each bin, as :meth:`bin_index` assigns them.
+
+        Examples
+        --------
+        >>> get_space("resnet").bin_ranges(5)
+        [(4, 8), (9, 13), (14, 18), (19, 23), (24, 28)]
+        """
+        edges = self.bin_edges(n_bins)
+        ranges = []
+        for b in range(n_bins):
+            low = math.ceil(edges[b])
+            high = self.max_depth if b == n_bins - 1 else math.ceil(edges[b + 1]) - 1
+            ranges.append((low, high))
+        return ranges
+
+    bin_quotas = staticmethod(sampling.bin_quotas)
+    interleave = staticmethod(sampling.interleave)
+
     def total_depth(self, archs) -> np.ndarray:
         """Total number of blocks of each architecture."""
-        out = []
-        for arch in as_arch_list(archs):
-            if isinstance(arch, (str, bytes)):
-                arch = json.loads(arch)
-            out.append(sum(arch["depth"]))
-        return np.asarray(out, dtype=int)
+        return np.asarray(
+            [sum(load_arch(a, self.name)["depth"]) for a in as_arch_list(archs)], dtype=int
+        )
 
     def bin_index(self, archs, n_bins: int = 5) -> np.ndarray:
         """Depth bin (0..n_bins-1) of each architecture; see :meth:`bin_edges`."""
@@ -444,40 +326,6 @@ class SearchSpace:
             )
         return np.clip(np.searchsorted(edges, totals, side="right") - 1, 0, n_bins - 1)
 
-    def _depth_counts(self) -> list[np.ndarray]:
-        """counts[u][t]: number of depth vectors of units u.. summing to t."""
-        counts = [np.zeros(self.max_depth + 1, dtype=float) for _ in range(self.n_units + 1)]
-        counts[self.n_units][0] = 1.0
-        for unit in range(self.n_units - 1, -1, -1):
-            low, high = self.depth_bounds[unit]
-            for d in range(low, high + 1):
-                counts[unit][d:] += counts[unit + 1][: self.max_depth + 1 - d]
-        return counts
-
-    def _depths_with_total(self, total: int, rng, counts) -> list[int]:
-        """A depth vector drawn uniformly among those summing to ``total``."""
-        depths = []
-        remaining = total
-        for unit, (low, high) in enumerate(self.depth_bounds):
-            options = np.arange(low, min(high, remaining) + 1)
-            weights = counts[unit + 1][remaining - options]
-            d = int(rng.choice(options, p=weights / weights.sum()))
-            depths.append(d)
-            remaining -= d
-        return depths
-
-    def _fill_choices(self, depths: list[int], rng) -> dict:
-        arch: dict[str, Any] = {"space": self.name, "depth": list(depths)}
-        combos = self.block_combinations
-        picks = [rng.randint(len(combos), size=d) for d in depths]
-        for j, fname in enumerate(self.block_choices):
-            arch[fname] = [[combos[i][j] for i in unit] for unit in picks]
-        for fname, choices in self.unit_choices.items():
-            arch[fname] = [choices[i] for i in rng.randint(len(choices), size=self.n_units)]
-        for fname, choices in self.global_choices.items():
-            arch[fname] = choices[rng.randint(len(choices))]
-        return arch
-
     def sample(
         self,
         n: int,
@@ -486,22 +334,26 @@ class SearchSpace:
         random_state=None,
         unique: bool = False,
         exclude: Iterable | None = None,
-    ) -> list[dict]:
+        return_labels: bool = False,
+    ):
         """Draw ``n`` architectures.
 
         Parameters
         ----------
         n : int
             Number of architectures.
-        strategy : {"random", "balanced"}
+        strategy : {"random", "balanced", "mixed"}
             ``"random"``: every depth and choice uniform, so the total depth
             piles up in the middle. ``"balanced"``: the total-depth range is cut
-            into ``n_bins`` equal-width bins and each bin gets ``n // n_bins``
-            architectures (the remainder goes to the first bins); inside a bin a
-            total depth is drawn uniformly, then a depth vector uniformly among
-            those with that total; block choices stay uniform.
+            into ``n_bins`` equal-width bins and each bin gets its
+            :meth:`bin_quotas` share (``n // n_bins``, the remainder to the
+            first bins), interleaved (:meth:`interleave`) so that any prefix is
+            balanced too; inside a bin a total depth is drawn uniformly, then a
+            depth vector uniformly among those with that total; block choices
+            stay uniform. ``"mixed"``: ``n - n // 2`` balanced and ``n // 2``
+            random architectures, interleaved (balanced first).
         n_bins : int
-            Number of depth bins for ``"balanced"``.
+            Number of depth bins for ``"balanced"`` and ``"mixed"``.
         random_state : int, RandomState or None
             Seed; the same seed gives the same architectures.
         unique : bool
@@ -509,65 +361,107 @@ class SearchSpace:
         exclude : iterable of arch, optional
             Architectures never to return (implies ``unique``), e.g. those
             already measured.
+        return_labels : bool
+            Also return the strategy (``"random"`` or ``"balanced"``) each
+            architecture was drawn with.
+
+        Returns
+        -------
+        archs : list of dict
+            Canonical architecture dicts.
+        labels : list of str
+            Only with ``return_labels=True``.
+
+        Examples
+        --------
+        >>> archs, labels = get_space("resnet").sample(5, "mixed", random_state=0,
+        ...                                            return_labels=True)
+        >>> labels
+        ['balanced', 'random', 'balanced', 'random', 'balanced']
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        if strategy not in sampling.STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(sampling.STRATEGIES)}, got {strategy!r}")
+        if strategy != "random":
+            self.bin_edges(n_bins)  # checks n_bins
+        seen = None
+        if unique or exclude is not None:
+            seen = key_set(exclude)
+        return sampling.sample(self, int(n), strategy, n_bins, random_state, seen, return_labels)
+
+    def sample_in_bin(
+        self, bin: int, k: int, n_bins: int = 5, random_state=None, exclude=None
+    ) -> list[dict]:
+        """Draw up to ``k`` distinct architectures whose depth bin is ``bin``.
+
+        Drawn as by ``sample(strategy="balanced")`` inside that bin only (total
+        depth uniform over the bin, then a depth vector uniform among those
+        with that total, block choices uniform), so nothing is drawn for other
+        bins and discarded.
+
+        Parameters
+        ----------
+        bin : int
+            Bin index in ``0 .. n_bins - 1`` (see :meth:`bin_index`).
+        k : int
+            Number of architectures wanted.
+        n_bins : int
+            Number of equal-width total-depth bins.
+        random_state : int, RandomState or None
+        exclude : set of str or iterable of arch, optional
+            Architectures (or their :func:`arch_key`) never to return, e.g.
+            those already measured.
 
         Returns
         -------
         list of dict
-            Canonical architecture dicts.
+            Canonical architecture dicts, fewer than ``k`` only when the bin is
+            (nearly) exhausted.
+
+        Examples
+        --------
+        >>> space = get_space("resnet")
+        >>> space.bin_index(space.sample_in_bin(4, 3, random_state=0)).tolist()
+        [4, 4, 4]
         """
-        if not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
-        if strategy not in ("random", "balanced"):
-            raise ValueError(f"strategy must be 'random' or 'balanced', got {strategy!r}")
-        rng = check_random_state(random_state)
-        seen = {arch_key(a) for a in as_arch_list(exclude)} if exclude is not None else None
-        if seen is not None:
-            unique = True
-        seen = seen if seen is not None else set()
-        if strategy == "random":
-            quotas = [(None, n)]
-        else:
-            edges = self.bin_edges(n_bins)
-            base, extra = divmod(n, n_bins)
-            quotas = []
-            for b in range(n_bins):
-                low = math.ceil(edges[b])
-                high = self.max_depth if b == n_bins - 1 else math.ceil(edges[b + 1]) - 1
-                quotas.append((np.arange(low, high + 1), base + (b < extra)))
-        counts = self._depth_counts()
-        out: list[dict] = []
-        for totals, quota in quotas:
-            if totals is not None:
-                totals = totals[counts[0][totals] > 0]
-            drawn, tries = 0, 0
-            while drawn < quota:
-                tries += 1
-                if unique and tries > 50 * quota + 1000:
-                    raise ValueError(
-                        f"{self.name}: could not draw {quota} distinct new architectures "
-                        f"(strategy={strategy!r}); the space or bin is nearly exhausted"
-                    )
-                if totals is None:
-                    depths = [int(rng.randint(low, high + 1)) for low, high in self.depth_bounds]
-                else:
-                    depths = self._depths_with_total(int(rng.choice(totals)), rng, counts)
-                arch = self._fill_choices(depths, rng)
-                if unique:
-                    key = arch_key(arch)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                out.append(arch)
-                drawn += 1
-        if strategy == "balanced":
-            # Interleave bins so any prefix of the list is balanced too.
-            order = np.argsort(
-                np.concatenate([np.arange(q) for _, q in quotas]), kind="stable"
-            )
-            out = [out[i] for i in order]
-        return out
+        self.bin_edges(n_bins)  # checks n_bins
+        if isinstance(bin, bool) or not isinstance(bin, (int, np.integer)) or not 0 <= bin < n_bins:
+            raise ValueError(f"bin must be an int in 0..{n_bins - 1}, got {bin!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be a non-negative int, got {k!r}")
+        seen = key_set(exclude)
+        return sampling.sample_in_bin(self, int(bin), int(k), n_bins, random_state, seen)
 
     # ---------------------------------------------------------------- models
+    def input_resolution(self, arch=None, resolution: int | None = None) -> int:
+        """Resolution of an input to ``arch``: the single rule of the package.
+
+        ``resolution`` when given, else the architecture's ``resolution``
+        choice (e.g. ``ofa_mobilenetv3``), else :attr:`default_resolution`.
+
+        Raises
+        ------
+        ValueError
+            If the result is not a positive int.
+
+        Examples
+        --------
+        >>> get_space("resnet").input_resolution({"depth": [1, 1, 1, 1]})
+        224
+        """
+        if resolution is None:
+            arch = {} if arch is None else load_arch(arch, self.name)
+            resolution = arch.get("resolution", self.default_resolution)
+        if (
+            isinstance(resolution, bool)
+            or not isinstance(resolution, (int, float, np.integer, np.floating))
+            or not float(resolution).is_integer()
+            or resolution < 1
+        ):
+            raise ValueError(f"{self.name}: resolution must be a positive int, got {resolution!r}")
+        return int(resolution)
+
     def build_model(self, arch, resolution: int | None = None, num_classes: int = 1000):
         """Build ``arch`` as a ``torch.nn.Module`` (validated first).
 
@@ -576,54 +470,123 @@ class SearchSpace:
         arch : dict or str
             Architecture of this space.
         resolution : int, optional
-            Input resolution (default: the arch's ``resolution`` choice, else
-            ``default_resolution``).
+            Input resolution (see :meth:`input_resolution`).
         num_classes : int
             Output classes of the head.
         """
         canon = self.validate(arch)
         if self.builder is None:
             raise ValueError(f"space {self.name!r} has no model builder")
-        if resolution is None:
-            resolution = canon.get("resolution", self.default_resolution)
-        return self.builder(self, canon, resolution=resolution, num_classes=num_classes)
-
-    def input_resolution(self, arch, resolution: int | None = None) -> int:
-        """Resolution an input to ``arch`` should have."""
-        if resolution is not None:
-            return int(resolution)
-        if isinstance(arch, (str, bytes)):
-            arch = json.loads(arch)
-        return int(arch.get("resolution", self.default_resolution))
-
-
-def arch_key(arch) -> str:
-    """A stable string key for an architecture (sorted-key compact JSON)."""
-    if isinstance(arch, (str, bytes)):
-        arch = json.loads(arch)
-    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
-
-
-def as_arch_list(archs) -> list:
-    """Turn a list, tuple, pandas Series/DataFrame column or array of archs into a list."""
-    if archs is None:
-        raise ValueError("expected a sequence of architectures, got None")
-    if isinstance(archs, (Mapping, str, bytes)):
-        raise ValueError(
-            "expected a sequence of architectures (list of dicts or JSON strings), "
-            f"got a single {type(archs).__name__}"
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        builder = resolve_callable(self.builder)
+        return builder(
+            self, canon, resolution=self.input_resolution(canon, resolution), num_classes=int(num_classes)
         )
-    if hasattr(archs, "iloc") and getattr(archs, "ndim", 1) == 2:  # DataFrame
-        if archs.shape[1] != 1:
-            raise ValueError(
-                f"a DataFrame of architectures must have one column, got {list(archs.columns)}"
-            )
-        archs = archs.iloc[:, 0]
-    if isinstance(archs, np.ndarray) and archs.ndim == 2:
-        if archs.shape[1] != 1:
-            raise ValueError(f"an array of architectures must have shape (n,) or (n, 1), got {archs.shape}")
-        archs = archs[:, 0]
-    return list(archs)
+
+    def _macro(self) -> Macro:
+        return self.macro if self.macro is not None else get_macro(self.name)
+
+    def block_specs(self, resolution: int | None = None, densenet_channel_step: int = 32) -> list[BlockSpec]:
+        """Every distinct block of the space, for lookup-table profiling.
+
+        Parameters
+        ----------
+        resolution : int, optional
+            Input resolution of the whole model (default:
+            :attr:`default_resolution`).
+        densenet_channel_step : int
+            Spacing of the DenseNet input-channel grid.
+
+        Returns
+        -------
+        list of BlockSpec
+            ResNet / MobileNetV3 / OFA: one spec per (unit, position,
+            kernel_size, expand_ratio), position ``"first"`` (the unit's first
+            block, which may change width and stride) or ``"rest"`` (``in ==
+            out``, stride 1), in the row order of
+            ``shared/datasets/h200/*_b1_lut.csv``. DenseNet: a dense layer's cost
+            depends on its input channels, which depend on the depths of earlier
+            units, so for each unit and kernel size there is one
+            ``"dense_layer"`` spec per input-channel count on a grid of
+            multiples of ``densenet_channel_step`` covering every reachable
+            count (unit 0: 64, 96, ..., 64 + 19*32), followed by
+            ``"transition"`` specs on the same kind of grid over the unit's
+            reachable output channels.
+
+        Examples
+        --------
+        >>> specs = get_space("resnet").block_specs()
+        >>> len(specs), specs[0].in_channels, specs[0].in_hw, specs[0].stride
+        (72, 64, 56, 1)
+        """
+        macro = self._macro()
+        choices = self.unit_choices["kernel_size"] if macro.block == "dense" else self.block_combinations
+        return macro.all_specs(
+            self.depth_bounds, choices, self.input_resolution(None, resolution), densenet_channel_step
+        )
+
+    def arch_block_specs(self, arch, resolution: int | None = None) -> list[BlockSpec]:
+        """The spec of every block of ``arch`` (and DenseNet transition), in execution order.
+
+        Summing a lookup table over these specs gives the LUT latency estimate.
+
+        Parameters
+        ----------
+        arch : dict or str
+            Architecture of this space (validated).
+        resolution : int, optional
+            Input resolution (see :meth:`input_resolution`).
+
+        Examples
+        --------
+        >>> arch = {"space": "densenet", "depth": [2, 1, 1, 1, 1], "kernel_size": [3, 5, 1, 7, 9]}
+        >>> specs = get_space("densenet").arch_block_specs(arch)
+        >>> [(s.position, s.in_channels, s.out_channels) for s in specs][:3]
+        [('dense_layer', 64, 96), ('dense_layer', 96, 128), ('transition', 128, 64)]
+        """
+        macro = self._macro()
+        canon = self.validate(arch)
+        return macro.arch_specs(canon, self.input_resolution(canon, resolution))
+
+    # ---------------------------------------------- NAS loops (operators.py, vectors.py)
+    def mutate(self, arch, random_state=None) -> dict:
+        """A random architecture at distance one; see :func:`esm_sklearn.operators.mutate`."""
+        return operators.mutate(self, arch, random_state)
+
+    def crossover(self, a, b, random_state=None) -> dict:
+        """Each unit from ``a`` or ``b``; see :func:`esm_sklearn.operators.crossover`."""
+        return operators.crossover(self, a, b, random_state)
+
+    def neighbours(self, arch) -> list[dict]:
+        """Every architecture at distance one; see :func:`esm_sklearn.operators.neighbours`."""
+        return operators.neighbours(self, arch)
+
+    def to_vector(self, archs) -> np.ndarray:
+        """Fixed-length int rows, depth first; see :func:`esm_sklearn.vectors.to_vector`."""
+        return vectors.to_vector(self, archs)
+
+    def from_vector(self, V) -> list[dict]:
+        """Canonical architectures of int rows; see :func:`esm_sklearn.vectors.from_vector`."""
+        return vectors.from_vector(self, V)
+
+    @property
+    def vector_columns(self) -> list[str]:
+        """Column names of :meth:`to_vector`."""
+        return vectors.vector_columns(self)
+
+    @property
+    def vector_bounds(self) -> np.ndarray:
+        """Inclusive ``[low, high]`` of each column of :meth:`to_vector`, shape ``(d, 2)``."""
+        return vectors.vector_bounds(self)
+
+    def vector_choices(self) -> list[tuple[str, list[int]]]:
+        """``(column, allowed ints)`` pairs: the space for other optimisers."""
+        return vectors.vector_choices(self)
+
+    def suggest(self, trial) -> dict:
+        """An architecture from an Optuna trial; see :func:`esm_sklearn.vectors.suggest`."""
+        return vectors.suggest(self, trial)
 
 
 # ----------------------------------------------------------------- registry
@@ -677,12 +640,8 @@ def infer_space(archs, space=None) -> SearchSpace:
     given = get_space(space) if space is not None else None
     names = set()
     for i, arch in enumerate(archs):
-        if isinstance(arch, (str, bytes)):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"architecture {i} is not valid JSON: {exc}") from None
-        name = arch.get("space") if isinstance(arch, Mapping) else None
+        arch = load_arch(arch, f"architecture {i}")
+        name = arch.get("space")
         if name is None:
             if given is None:
                 raise ValueError(
@@ -705,30 +664,15 @@ def infer_space(archs, space=None) -> SearchSpace:
     return get_space(names.pop())
 
 
-class _BuiltinBuilder:
-    """Picklable pointer to ``esm_sklearn.models.build_<name>`` (imports torch lazily)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __call__(self, space, arch, resolution, num_classes):
-        from . import models
-
-        builder = getattr(models, f"build_{self.name}")
-        return builder(arch, resolution=resolution, num_classes=num_classes)
-
-    def __eq__(self, other):
-        return isinstance(other, _BuiltinBuilder) and other.name == self.name
-
-    def __hash__(self):
-        return hash(self.name)
+_BUILDER = "esm_sklearn.models:build_from_macro"
 
 
 def _resnet() -> SearchSpace:
     return SearchSpace(
         "resnet", 4, (1, 7),
         block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (0.5, 0.6667, 1.0)},
-        builder=_BuiltinBuilder("resnet"),
+        builder=_BUILDER,
+        macro=MACROS["resnet"],
         description="ESM Table I: bottleneck ResNet, 4 units of 1-7 blocks, widths 256..2048",
     )
 
@@ -737,7 +681,8 @@ def _mobilenetv3() -> SearchSpace:
     return SearchSpace(
         "mobilenetv3", 4, (1, 7),
         block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (0.5, 0.6667, 1.0)},
-        builder=_BuiltinBuilder("mobilenetv3"),
+        builder=_BUILDER,
+        macro=MACROS["mobilenetv3"],
         description="ESM Table I: MobileNetV3 blocks, 4 units of 1-7 blocks, widths 16..128",
     )
 
@@ -746,7 +691,8 @@ def _densenet() -> SearchSpace:
     return SearchSpace(
         "densenet", 5, (1, 20),
         unit_choices={"kernel_size": (1, 3, 5, 7, 9)},
-        builder=_BuiltinBuilder("densenet"),
+        builder=_BUILDER,
+        macro=MACROS["densenet"],
         description="ESM Table I: DenseNet, 5 units of 1-20 layers, one kernel size per unit",
     )
 
@@ -756,7 +702,8 @@ def _ofa_mobilenetv3() -> SearchSpace:
         "ofa_mobilenetv3", 5, (2, 4),
         block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (3, 4, 6)},
         global_choices={"resolution": tuple(range(128, 225, 4))},
-        builder=_BuiltinBuilder("ofa_mobilenetv3"),
+        builder=_BUILDER,
+        macro=MACROS["ofa_mobilenetv3"],
         description="Once-for-All MobileNetV3 (HELP tables): 5 units of 2-4 blocks, resolution 128..224",
     )
 

@@ -281,12 +281,12 @@ def test_bad_arch_raises_value_error():
         space.build_model({**good, "depth": [1, 1, 1]})
     with pytest.raises(ValueError, match="densenet"):
         get_space("densenet").build_model({**good, "space": "densenet"})
-    # the builders check shapes themselves too
-    with pytest.raises(ValueError, match="odd"):
+    # the builders validate through SearchSpace.validate too
+    with pytest.raises(ValueError, match="kernel_size' has value 4"):
         build_resnet(bad_kernel)
     with pytest.raises(ValueError, match="block 0"):
         build_resnet({**good, "expand_ratio": [[-1.0] * d for d in good["depth"]]})
-    with pytest.raises(ValueError, match="given to the mobilenetv3 builder"):
+    with pytest.raises(ValueError, match="given to space 'mobilenetv3'"):
         build_mobilenetv3(good)
     with pytest.raises(ValueError, match="num_classes"):
         build_resnet(good, num_classes=0)

@@ -1,5 +1,9 @@
+import ast
 import json
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +298,165 @@ def test_validate_many_names_the_bad_architecture():
         space.validate_many(archs)
     with pytest.raises(ValueError, match=r"^row 3: resnet: unit 0"):
         space.validate_many(archs, lambda i: f"row {i + 1}")
+
+
+# ------------------------------------------------- space logic owned by SearchSpace
+def test_bin_ranges_quotas_and_interleave():
+    space = get_space("resnet")
+    assert space.bin_ranges(5) == [(4, 8), (9, 13), (14, 18), (19, 23), (24, 28)]
+    ranges = get_space("densenet").bin_ranges(5)
+    assert ranges[0][0] == 5 and ranges[-1][1] == 100
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
+    # every total depth of a range lands in that bin
+    for b, (low, high) in enumerate(space.bin_ranges(3)):
+        archs = [{"depth": [t // 4 + (u < t % 4) for u in range(4)]} for t in range(low, high + 1)]
+        assert set(space.bin_index(archs, 3).tolist()) == {b}
+    assert SearchSpace.bin_quotas(7, 5).tolist() == [2, 2, 1, 1, 1]
+    assert SearchSpace.interleave([[1, 2, 3], [], ["a", "b"]]) == [1, "a", 2, "b", 3]
+
+
+def test_mixed_strategy_is_half_balanced_half_random_interleaved():
+    space = get_space("resnet")
+    archs, labels = space.sample(9, "mixed", random_state=3, unique=True, return_labels=True)
+    assert labels == ["balanced", "random"] * 4 + ["balanced"]
+    assert len({arch_key(a) for a in archs}) == 9
+    balanced = [a for a, lab in zip(archs, labels) if lab == "balanced"]
+    assert np.bincount(space.bin_index(balanced, 5), minlength=5).tolist() == [1] * 5
+    assert space.sample(9, "mixed", random_state=3, unique=True) == archs
+    assert space.sample(9, "mixed", random_state=4, unique=True) != archs
+    # many draws: the random half piles up in the middle, the balanced half does not
+    archs, labels = space.sample(2000, "mixed", random_state=0, return_labels=True)
+    labels = np.array(labels)
+    bins = space.bin_index(archs, 5)
+    assert np.bincount(bins[labels == "balanced"], minlength=5).tolist() == [200] * 5
+    assert np.bincount(bins[labels == "random"], minlength=5)[0] < 100
+    _, labels = space.sample(6, "random", random_state=0, return_labels=True)
+    assert labels == ["random"] * 6
+
+
+@pytest.mark.parametrize("name", ["resnet", "densenet", "fbnet"])
+def test_sample_in_bin_stays_in_the_bin_and_is_distinct(name):
+    space = get_space(name)
+    for b in (0, 2, 4):
+        archs = space.sample_in_bin(b, 30, 5, random_state=b)
+        assert len(archs) == 30 and set(space.bin_index(archs, 5).tolist()) == {b}
+        assert all(space.validate(a) == a for a in archs)
+        keys = {arch_key(a) for a in archs}
+        assert len(keys) == 30
+        more = space.sample_in_bin(b, 30, 5, random_state=b, exclude=archs)
+        assert len(more) == 30 and not keys & {arch_key(a) for a in more}
+        assert space.sample_in_bin(b, 30, 5, random_state=b, exclude=keys) == more
+    # every total depth of the bin is drawn
+    totals = set(space.total_depth(space.sample_in_bin(1, 400, 5, random_state=0)).tolist())
+    low, high = space.bin_ranges(5)[1]
+    assert totals == set(range(low, high + 1))
+
+
+def test_sample_in_bin_returns_fewer_only_when_the_bin_runs_out():
+    space = SearchSpace("tiny", 2, (1, 2), block_choices={"k": (3, 5)})
+    # bin 0 of 3: total depth 2, i.e. depth [1, 1]: 4 architectures
+    assert len(space.sample_in_bin(0, 10, 3, random_state=0)) == 4
+    with pytest.raises(ValueError, match="bin must be an int in 0..2"):
+        space.sample_in_bin(3, 1, 3)
+    with pytest.raises(ValueError, match="k must be a non-negative int"):
+        space.sample_in_bin(0, -1, 3)
+    with pytest.raises(ValueError, match="single dict"):
+        space.sample_in_bin(0, 1, 3, exclude={"depth": [1, 1]})
+
+
+def test_load_arch_and_input_resolution():
+    from esm_sklearn.spaces import load_arch
+
+    assert load_arch('{"depth": [1]}') == {"depth": [1]}
+    arch = {"depth": [1]}
+    assert load_arch(arch) is arch
+    with pytest.raises(ValueError, match="^row 3: architecture is not valid JSON"):
+        load_arch("{oops", "row 3")
+    with pytest.raises(ValueError, match="must be a dict or JSON string, got list"):
+        load_arch([1, 2])
+    resnet, ofa = get_space("resnet"), get_space("ofa_mobilenetv3")
+    sampled = ofa.sample(1, random_state=0)[0]
+    assert resnet.input_resolution(None) == 224
+    assert ofa.input_resolution(json.dumps(sampled)) == sampled["resolution"]
+    assert ofa.input_resolution(sampled, 96) == 96
+    for bad in (0, 1.5, True, "224"):
+        with pytest.raises(ValueError, match="resolution must be a positive int"):
+            resnet.input_resolution(None, bad)
+
+
+def test_builder_named_by_dotted_path():
+    space = get_space("resnet")
+    assert space.builder == "esm_sklearn.models:build_from_macro"
+    mine = SearchSpace("mine", 1, (1, 1), block_choices={"k": (3,)}, builder="math:nope")
+    with pytest.raises(ValueError, match="cannot resolve builder 'math:nope'"):
+        mine.build_model({"depth": [1], "k": [[3]]})
+    with pytest.raises(ValueError, match="no macro-architecture for space 'mine'"):
+        mine.block_specs()
+
+
+# ---------------------------------------------------------------- import graph
+PACKAGE = Path(__file__).resolve().parents[1] / "esm_sklearn"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Edges between esm_sklearn modules from every import statement, at any depth."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                # `from x import m` imports submodule x.m where there is one, else x
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in node.names
+                ]
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _import_graph()
+    assert {"esm_sklearn.macro", "esm_sklearn.spaces", "esm_sklearn.models"} <= set(graph)
+    assert "esm_sklearn.models" not in graph["esm_sklearn.spaces"]
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join([*path, nxt])}")
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_space_modules_import_without_torch():
+    # The package's __init__ is bypassed, so this checks these modules' own imports.
+    code = (
+        "import sys, types\n"
+        f"pkg = types.ModuleType('esm_sklearn'); pkg.__path__ = [{str(PACKAGE)!r}]\n"
+        "sys.modules['esm_sklearn'] = pkg\n"
+        "import esm_sklearn.spaces, esm_sklearn.macro, esm_sklearn.encoders, esm_sklearn.metrics\n"
+        "space = esm_sklearn.spaces.get_space('resnet')\n"
+        "space.arch_block_specs(space.sample(1, random_state=0)[0])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'skorch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
