@@ -16,18 +16,34 @@ is negligible next to timing a model 150 times.
 
 Two processes may write the same store: each connection waits up to
 ``timeout`` seconds for the write lock and retries when SQLite still reports
-``database is locked``.
+``database is locked``. A collection takes a run number of its own
+(:meth:`MeasurementStore.begin_run`, allocated inside the write lock), writes it
+in the ``batch`` column of its rows (the ``run`` of the exports, which scopes
+quality-control rounds) and claims each architecture before timing it
+(:meth:`MeasurementStore.claim`), so two concurrent collections of one setting
+split the work instead of timing every architecture twice. ``INSERT OR
+REPLACE`` is refused like ``UPDATE`` and ``DELETE`` (schema version 2; a
+version-1 store is migrated when first opened for writing).
+
+A store whose file cannot be written (read-only file or media) is opened
+read-only: it can be read and exported, and :meth:`MeasurementStore.add` and
+:meth:`MeasurementStore.begin_run` refuse with a message naming the file. A
+pickled store carries only its path and settings and is opened on first use;
+an in-memory store is pickled empty (see :meth:`MeasurementStore.__getstate__`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
+import socket
 import sqlite3
 import threading
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,7 +56,7 @@ from .spaces import arch_key as _arch_key
 __all__ = ["MeasurementStore", "setting_key", "SCHEMA_VERSION", "LATENCY_COLUMNS",
            "REFERENCE_COLUMNS"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS = ("arch", "reference", "block")
 STATUSES = ("ok", "failed")
 
@@ -91,6 +107,20 @@ _SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS measurements_no_delete BEFORE DELETE ON measurements "
     "BEGIN SELECT RAISE(ABORT, 'measurements is append-only'); END",
 ]
+# Schema version 2: INSERT OR REPLACE deletes the old row without firing the delete
+# trigger, so an insert reusing an existing id is refused; collection runs and claims.
+_SCHEMA_V2 = [
+    "CREATE TRIGGER IF NOT EXISTS measurements_no_replace BEFORE INSERT ON measurements "
+    "WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM measurements WHERE id = NEW.id) "
+    "BEGIN SELECT RAISE(ABORT, 'measurements is append-only: a row with this id exists'); END",
+    "CREATE TABLE IF NOT EXISTS runs (run INTEGER PRIMARY KEY, setting_key TEXT, "
+    "host TEXT, pid INTEGER, started TEXT NOT NULL, heartbeat REAL, ended TEXT, info TEXT)",
+    "CREATE TABLE IF NOT EXISTS claims (setting_key TEXT NOT NULL, arch_key TEXT NOT NULL, "
+    "run INTEGER NOT NULL, claimed REAL NOT NULL, PRIMARY KEY (setting_key, arch_key))",
+]
+_SCHEMA += _SCHEMA_V2
+# A claim of a run on another host whose heartbeat is older than this is stale.
+CLAIM_TIMEOUT = 3600.0
 
 
 def _json_default(obj):
@@ -149,6 +179,30 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+class _NotWritable(ValueError):
+    """SQLite refused a write (read-only file, folder or media)."""
+
+
+def _is_read_only_error(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "readonly" in msg or "read-only" in msg or "unable to open" in msg
+
+
+def _run_alive(host, pid, heartbeat, ended, now: float) -> bool:
+    """Whether the run holding a claim may still be timing it."""
+    if ended is not None or host is None:
+        return False
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, OverflowError, ValueError):
+            return True
+        return True
+    return heartbeat is not None and now - float(heartbeat) < CLAIM_TIMEOUT
+
+
 class MeasurementStore:
     """Append-only SQLite record of latency measurements.
 
@@ -177,34 +231,102 @@ class MeasurementStore:
                  synchronous: str = "FULL"):
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
+        if isinstance(timeout, bool) or not (isinstance(timeout, (int, float))
+                                             and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"store path must be a str or path-like, got {type(path).__name__}")
         self.path = str(path) if str(path) == ":memory:" else os.fspath(path)
         self.timeout = float(timeout)
         self.synchronous = synchronous
+        self._reset()
+        self._open()
+
+    def _reset(self) -> None:
         self._conn: sqlite3.Connection | None = None
         self._pid = None
         self._lock = threading.RLock()
-        self._open()
+        self._closed = False
+        self._read_only: str | None = None  # why the store is read-only, else None
 
     # ------------------------------------------------------------ connection
     @property
     def in_memory(self) -> bool:
         return self.path == ":memory:"
 
-    def _open(self, image: bytes | None = None) -> None:
-        if not self.in_memory:
-            p = Path(self.path)
-            if p.is_dir():
-                raise ValueError(f"store path {self.path!r} is a directory, not a SQLite file")
-            p.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: calls are serialised by self._lock instead, so an
-        # oracle may time models in a worker thread.
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                               check_same_thread=False)
+    @property
+    def read_only(self) -> bool:
+        """True when the file could only be opened for reading (read-only file or media)."""
+        self._connection()
+        return self._read_only is not None
+
+    def _prepare_folder(self) -> Path:
+        p = Path(self.path)
+        if p.is_dir():
+            raise ValueError(f"store path {self.path!r} is a directory, not a SQLite file")
+        if p.exists():
+            return p
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(
+                        f"cannot create store {self.path!r}: {str(parent)!r} is a file, not a "
+                        "folder")
+                break
         try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create the folder of store {self.path!r}: "
+                             f"{exc.strerror or exc}") from None
+        return p
+
+    def _open(self, image: bytes | None = None) -> None:
+        if self.in_memory:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             if image is not None:
                 conn.deserialize(image)
+            self._attach(conn)
+            return
+        p = self._prepare_folder()
+        exists = p.is_file()
+        if exists and not os.access(p, os.W_OK):
+            self._open_read_only(p, "the file is not writable")
+            return
+        if not exists and not os.access(p.parent, os.W_OK):
+            raise ValueError(f"cannot create store {self.path!r}: its folder "
+                             f"{str(p.parent)!r} is not writable")
+        # check_same_thread=False: calls are serialised by self._lock instead, so an
+        # oracle may time models in a worker thread.
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise ValueError(f"cannot open store {self.path!r}: {exc}") from None
+        try:
+            self._attach(conn)
+        except (sqlite3.OperationalError, _NotWritable) as exc:
+            if not exists or not (isinstance(exc, _NotWritable) or _is_read_only_error(exc)):
+                raise ValueError(f"cannot open store {self.path!r} for writing: {exc}") from None
+            self._open_read_only(p, f"SQLite cannot write it: {exc}")
+
+    def _open_read_only(self, p: Path, reason: str) -> None:
+        uri = Path(os.path.abspath(p)).as_uri()
+        last = None
+        # immutable=1: on read-only media SQLite cannot even create the WAL index.
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            conn = sqlite3.connect(uri + query, uri=True, timeout=self.timeout,
+                                   isolation_level=None, check_same_thread=False)
+            try:
+                self._read_only = reason
+                self._attach(conn)
+                return
+            except (sqlite3.OperationalError, _NotWritable) as exc:
+                last = exc
+        self._read_only = None
+        raise ValueError(f"cannot open store {self.path!r}, not even for reading: {last}")
+
+    def _attach(self, conn: sqlite3.Connection) -> None:
+        try:
             self._conn, self._pid = conn, os.getpid()
             self._init_schema()
         except BaseException:
@@ -214,7 +336,9 @@ class MeasurementStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise ValueError(f"MeasurementStore({self.path!r}) is closed")
+            if self._closed:
+                raise ValueError(f"MeasurementStore({self.path!r}) is closed")
+            self._open()  # first use after unpickling
         if self._pid != os.getpid():
             # A connection must not cross a fork: open our own in the child.
             if self.in_memory:
@@ -234,10 +358,34 @@ class MeasurementStore:
                 with self._lock:
                     return fn()
             except sqlite3.OperationalError as exc:
+                if _is_read_only_error(exc):
+                    raise _NotWritable(f"store {self.path!r} cannot be written: {exc}") from None
                 if not _is_locked(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+
+    def _transaction(self, fn):
+        """``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction (the write lock)."""
+        conn = self._connection()
+
+        def run():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+        return self._retry(run)
+
+    def _check_writable(self, what: str) -> None:
+        self._connection()
+        if self._read_only is not None:
+            raise ValueError(
+                f"store {self.path!r} is read-only ({self._read_only}): it can be read and "
+                f"exported, but cannot {what}; give a writable store path")
 
     def _init_schema(self) -> None:
         conn = self._conn
@@ -246,6 +394,8 @@ class MeasurementStore:
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_read_only_error(exc):
+                raise
             raise ValueError(
                 f"{self.path!r} is not a MeasurementStore: not a SQLite database ({exc})"
             ) from None
@@ -254,12 +404,25 @@ class MeasurementStore:
                 f"{self.path!r} has store schema version {version}, newer than this "
                 f"esm_sklearn supports ({SCHEMA_VERSION}); upgrade esm_sklearn"
             )
-        tables.discard("sqlite_sequence")
+        tables -= {"sqlite_sequence", "runs", "claims"}
         if tables and "measurements" not in tables:
             raise ValueError(
                 f"{self.path!r} is a SQLite database of something else (tables "
                 f"{sorted(tables)}, no 'measurements' table); refusing to write into it"
             )
+        if "measurements" in tables:
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(measurements)")}
+            missing = [c for c in _COLUMNS if c not in cols]
+            if missing:
+                raise ValueError(
+                    f"{self.path!r} has a 'measurements' table without the store's columns "
+                    f"{missing}; it is not a MeasurementStore"
+                )
+        if self._read_only is not None:
+            if "measurements" not in tables:
+                raise ValueError(f"{self.path!r} is not a MeasurementStore (no 'measurements' "
+                                 f"table) and is read-only ({self._read_only})")
+            return
         if not self.in_memory:
             mode = self._retry(
                 lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
@@ -267,29 +430,18 @@ class MeasurementStore:
                 raise ValueError(f"could not put {self.path!r} in WAL journal mode (got {mode})")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        if "measurements" not in tables:
-            def create():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in _SCHEMA:
-                        conn.execute(stmt)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            self._retry(create)
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(measurements)")}
-        missing = [c for c in _COLUMNS if c not in cols]
-        if missing:
-            raise ValueError(
-                f"{self.path!r} has a 'measurements' table without the store's columns "
-                f"{missing}; it is not a MeasurementStore"
-            )
+        if "measurements" not in tables or version < SCHEMA_VERSION:
+            # Creates a new store, or migrates a version-1 one (IF NOT EXISTS everywhere).
+            def create(conn):
+                for stmt in _SCHEMA:
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._transaction(create)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 if self._pid == os.getpid():
                     self._conn.close()
@@ -310,22 +462,147 @@ class MeasurementStore:
     def __repr__(self) -> str:
         return f"MeasurementStore({self.path!r})"
 
-    # A store is a parameter of the oracle, so clone()/pickle must work: a file
-    # store reopens its path; an in-memory one carries a copy of its content.
+    # A store is a parameter of the oracle, so clone()/pickle must work.
     def __getstate__(self):
-        state = {"path": self.path, "timeout": self.timeout, "synchronous": self.synchronous}
-        if self.in_memory and self._conn is not None:
-            state["image"] = self._connection().serialize()
-        return state
+        """Path and settings only: unpickling opens nothing (the file is opened on first use).
+
+        An in-memory store's rows live only in this process: they are not put
+        in the pickle (the unpickled store is empty), with a warning when there
+        are any. ``copy.deepcopy`` (used by ``sklearn.base.clone``) copies them.
+        """
+        if self.in_memory and self._conn is not None and self._pid == os.getpid():
+            n_rows = len(self)
+            if n_rows:
+                warnings.warn(
+                    f"pickling an in-memory MeasurementStore leaves out its {n_rows} row(s): "
+                    "the unpickled store is empty; give the store a file path to keep the "
+                    "measurements", UserWarning, stacklevel=2)
+        return {"path": self.path, "timeout": self.timeout, "synchronous": self.synchronous}
 
     def __setstate__(self, state):
         self.path = state["path"]
         self.timeout = state["timeout"]
         self.synchronous = state["synchronous"]
-        self._conn = None
-        self._pid = None
-        self._lock = threading.RLock()
-        self._open(image=state.get("image"))
+        self._reset()
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        new.__setstate__({"path": self.path, "timeout": self.timeout,
+                          "synchronous": copy.deepcopy(self.synchronous, memo)})
+        if self.in_memory and self._conn is not None and not self._closed:
+            new._open(image=self._connection().serialize())
+        return new
+
+    # ------------------------------------------------------------ collection runs
+    def begin_run(self, setting_key: str | None = None, info: dict | None = None) -> int:
+        """Allocate a collection run number, unique in this store, and register the run.
+
+        The number is taken inside the write lock, so two processes starting at
+        once get different numbers; it follows every run and ``batch`` value
+        already recorded (rows without one count as run 1). Call
+        :meth:`end_run` when the collection stops.
+
+        Parameters
+        ----------
+        setting_key : str, optional
+            The setting the run measures.
+        info : dict, optional
+            Anything JSON-serialisable to keep with the run.
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> store = MeasurementStore()
+        >>> store.begin_run(), store.begin_run()
+        (1, 2)
+        >>> store.end_run(2)
+        """
+        self._check_writable("begin a collection run")
+        now = time.time()
+        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        info_text = None if info is None else _canonical_json(info)
+
+        def allocate(conn):
+            top = conn.execute("SELECT MAX(run) FROM runs").fetchone()[0] or 0
+            top_batch, n_null = conn.execute(
+                "SELECT MAX(batch), COUNT(*) - COUNT(batch) FROM measurements").fetchone()
+            run = max(top, top_batch or 0, 1 if n_null else 0) + 1
+            conn.execute("INSERT INTO runs (run, setting_key, host, pid, started, heartbeat, "
+                         "info) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (run, setting_key, socket.gethostname(), os.getpid(), started, now,
+                          info_text))
+            return run
+        return int(self._transaction(allocate))
+
+    def end_run(self, run: int) -> None:
+        """Mark ``run`` finished and release its claims (idempotent)."""
+        if self._read_only is not None or self._closed:
+            return
+        ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+        def finish(conn):
+            conn.execute("UPDATE runs SET ended = ? WHERE run = ? AND ended IS NULL",
+                         (ended, int(run)))
+            conn.execute("DELETE FROM claims WHERE run = ?", (int(run),))
+        self._transaction(finish)
+
+    def claim(self, setting_key: str, arch_key: str, run: int) -> str:
+        """Claim an architecture for timing by ``run``, atomically.
+
+        Returns
+        -------
+        {"ok", "measured", "claimed"}
+            ``"measured"``: an architecture row of this setting exists (nothing
+            to time); ``"claimed"``: another run that is still alive holds the
+            claim (wait for its row); ``"ok"``: the claim is ``run``'s, time it.
+            A claim of a finished run, of a dead process on this host, or of a
+            run on another host silent for ``CLAIM_TIMEOUT`` seconds is stale
+            and taken over.
+
+        Examples
+        --------
+        >>> store = MeasurementStore()
+        >>> a, b = store.begin_run("k"), store.begin_run("k")
+        >>> store.claim("k", "arch-1", a), store.claim("k", "arch-1", b)
+        ('ok', 'claimed')
+        >>> store.end_run(a)
+        >>> store.claim("k", "arch-1", b)
+        'ok'
+        """
+        self._check_writable("claim architectures")
+        run = int(run)
+
+        def take(conn):
+            if conn.execute("SELECT 1 FROM measurements WHERE kind = 'arch' AND "
+                            "setting_key = ? AND arch_key = ? LIMIT 1",
+                            (setting_key, arch_key)).fetchone():
+                return "measured"
+            now = time.time()
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE run = ?", (now, run))
+            holder = conn.execute(
+                "SELECT c.run, r.host, r.pid, r.heartbeat, r.ended FROM claims c "
+                "LEFT JOIN runs r ON r.run = c.run WHERE c.setting_key = ? AND c.arch_key = ?",
+                (setting_key, arch_key)).fetchone()
+            if holder is not None and holder[0] != run and _run_alive(*holder[1:], now=now):
+                return "claimed"
+            conn.execute("INSERT OR REPLACE INTO claims (setting_key, arch_key, run, claimed) "
+                         "VALUES (?, ?, ?, ?)", (setting_key, arch_key, run, now))
+            return "ok"
+        return self._transaction(take)
+
+    def runs(self) -> pd.DataFrame:
+        """The collection runs (one row per :meth:`begin_run`), oldest first."""
+        conn = self._connection()
+        cols = ["run", "setting_key", "host", "pid", "started", "heartbeat", "ended", "info"]
+        try:
+            rows = self._retry(lambda: conn.execute(
+                f"SELECT {', '.join(cols)} FROM runs ORDER BY run").fetchall())
+        except sqlite3.OperationalError:  # a read-only version-1 store has no runs table
+            rows = []
+        return pd.DataFrame.from_records(rows, columns=cols)
 
     # ---------------------------------------------------------------- writing
     def add(self, record: dict) -> int:
@@ -348,6 +625,7 @@ class MeasurementStore:
         int
             The row id (increasing in insertion order).
         """
+        self._check_writable("record measurements")
         row = self._prepare(record)
         names = list(row)
         sql = (f"INSERT INTO measurements ({', '.join(names)}) "

@@ -7,8 +7,10 @@ import json
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -387,3 +389,192 @@ def test_kill_9_loses_no_committed_row(tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+# ------------------------------------------------- issue 9: nothing lost, nothing confusing
+def _v1_store(path: Path) -> None:
+    """A store as the first release wrote it (schema version 1, no insert trigger)."""
+    from esm_sklearn.store import _COLUMNS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE measurements ("
+                 + ", ".join(f"{n} {d}" for n, d in _COLUMNS.items()) + ")")
+    for verb in ("UPDATE", "DELETE"):
+        conn.execute(f"CREATE TRIGGER measurements_no_{verb.lower()} BEFORE {verb} ON "
+                     "measurements BEGIN SELECT RAISE(ABORT, 'measurements is append-only'); END")
+    conn.execute("INSERT INTO measurements (kind, arch_key, setting_key, latency_ms, status, "
+                 "timestamp) VALUES ('arch', 'a', 'k', 1.5, 'ok', 'then')")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT OR REPLACE INTO measurements (id, kind, arch_key, setting_key, latency_ms, status, "
+    "timestamp) VALUES (1, 'arch', 'x', 'k', 9.0, 'ok', 'now')",
+    "REPLACE INTO measurements (id, kind, arch_key, setting_key, latency_ms, status, timestamp) "
+    "VALUES (1, 'arch', 'x', 'k', 9.0, 'ok', 'now')",
+    "INSERT INTO measurements (id, kind, arch_key, setting_key, latency_ms, status, timestamp) "
+    "VALUES (1, 'arch', 'x', 'k', 9.0, 'ok', 'now') ON CONFLICT(id) DO UPDATE SET latency_ms = 9",
+])
+@pytest.mark.parametrize("version", [1, SCHEMA_VERSION])
+def test_insert_or_replace_cannot_replace_a_row(tmp_path, sql, version):
+    path = tmp_path / "s.db"
+    if version == 1:
+        _v1_store(path)
+        MeasurementStore(path).close()  # opening for writing migrates it
+    else:
+        with MeasurementStore(path) as store:
+            store.add({"kind": "arch", "arch_key": "a", "setting_key": "k", "latency_ms": 1.5,
+                       "status": "ok"})
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(sql)
+    assert conn.execute("SELECT arch_key, latency_ms FROM measurements").fetchall() == [("a", 1.5)]
+    conn.close()
+
+
+def _allocate_runs(path: str, n: int, queue) -> None:
+    with MeasurementStore(path, timeout=60) as store:
+        queue.put([store.begin_run("k") for _ in range(n)])
+
+
+@needs_fork
+def test_run_numbers_are_unique_across_concurrent_processes(tmp_path):
+    path = str(tmp_path / "runs.db")
+    with MeasurementStore(path) as store:
+        store.add(_arch_row(0, batch=None))  # an old row without a run counts as run 1
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_allocate_runs, args=(path, 15, queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    runs = [r for _ in procs for r in queue.get(timeout=60)]
+    for p in procs:
+        p.join(60)
+    assert sorted(runs) == list(range(2, 47))
+    with MeasurementStore(path) as store:
+        assert store.runs()["run"].tolist() == list(range(2, 47))
+
+
+def test_claims_split_work_and_stale_claims_are_taken_over(tmp_path):
+    with MeasurementStore(tmp_path / "c.db") as store:
+        a, b = store.begin_run(KEY), store.begin_run(KEY)
+        assert store.claim(KEY, "x", a) == "ok"
+        assert store.claim(KEY, "x", a) == "ok"  # its own claim
+        assert store.claim(KEY, "x", b) == "claimed"
+        store.add({**_arch_row(0), "arch_key": "x"})
+        assert store.claim(KEY, "x", b) == "measured"
+        assert store.claim(KEY, "y", b) == "ok"
+        store.end_run(b)  # b stopped (Ctrl-C) without timing y: its claim is stale
+        assert store.claim(KEY, "y", a) == "ok"
+        # A run whose process died (kill -9) holds no claim either.
+        c = store.begin_run(KEY)
+        store._conn.execute("UPDATE runs SET pid = ? WHERE run = ?", (2 ** 22 + 12345, c))
+        assert store.claim(KEY, "z", c) == "ok"
+        assert store.claim(KEY, "z", a) == "ok"
+
+
+def test_unpickling_a_store_touches_no_file(tmp_path, monkeypatch):
+    made = tmp_path / "made"
+    made.mkdir()
+    monkeypatch.chdir(made)
+    store = MeasurementStore("sub/rel.db")
+    store.add(_arch_row(0))
+    blob = pickle.dumps(store)
+    store.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    restored = pickle.loads(blob)
+    assert list(elsewhere.iterdir()) == []  # nothing created by unpickling
+    (elsewhere / "sub").write_text("a file where the store's folder would go")
+    restored = pickle.loads(blob)  # does not fail either
+    assert restored.path == "sub/rel.db"
+    monkeypatch.chdir(made)
+    assert len(restored) == 1  # opened on first use
+
+
+def test_unpickling_an_oracle_with_a_store_touches_no_file(tmp_path, monkeypatch):
+    from esm_sklearn import TorchLatencyOracle
+
+    monkeypatch.chdir(tmp_path)
+    oracle = TorchLatencyOracle(store=MeasurementStore("runs/cpu.sqlite"))
+    blob = pickle.dumps(oracle)
+    oracle.store.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    restored = pickle.loads(blob)
+    assert list(other.iterdir()) == [] and restored.store.path == "runs/cpu.sqlite"
+
+
+def test_in_memory_store_is_pickled_empty_with_a_warning():
+    mem = MeasurementStore()
+    mem.add(_arch_row(0))
+    with pytest.warns(UserWarning, match="leaves out its 1 row"):
+        blob = pickle.dumps(mem)
+    assert len(blob) < 500  # the rows are not in the pickle
+    assert len(pickle.loads(blob)) == 0
+    assert len(copy.deepcopy(mem)) == 1  # clone() still copies them
+    empty = pickle.dumps(MeasurementStore())  # no rows: no warning (warnings are errors here)
+    assert len(pickle.loads(empty)) == 0
+
+
+# ------------------------------------------- issue 9 hardening: paths that cannot be written
+def _chattr(flag: str, *paths) -> None:
+    subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
+
+
+def _can_chattr(tmp_path) -> bool:
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    try:
+        _chattr("+i", probe)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    _chattr("-i", probe)
+    return True
+
+
+def test_store_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(ValueError, match="cannot create store .*'.*plain' is a file, not a folder"):
+        MeasurementStore(tmp_path / "plain" / "deeper" / "s.db")
+
+
+def test_read_only_store_is_readable_exportable_but_refuses_writes(tmp_path):
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        with MeasurementStore(folder / "s.db") as store:
+            store.add(_arch_row(0))
+        (folder / "s.db").chmod(0o444)
+        folder.chmod(0o555)
+        undo = [lambda: folder.chmod(0o755), lambda: (folder / "s.db").chmod(0o644)]
+    elif _can_chattr(tmp_path):
+        # "Read-only media": a clean copy of the file (no -wal/-shm), file and folder immutable.
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        with MeasurementStore(tmp_path / "s.db") as store:
+            store.add(_arch_row(0))
+        shutil.copy(tmp_path / "s.db", folder / "s.db")
+        _chattr("+i", folder / "s.db", folder)
+        undo = [lambda: _chattr("-i", folder / "s.db", folder)]
+    else:
+        pytest.skip("root without chattr: cannot make a read-only file")
+    try:
+        with MeasurementStore(folder / "s.db") as store:
+            assert store.read_only and len(store) == 1
+            store.export_csv(tmp_path / "out.csv")
+            with pytest.raises(ValueError, match=r"s\.db' is read-only .*cannot record"):
+                store.add(_arch_row(1))
+            with pytest.raises(ValueError, match="read-only .*cannot begin a collection run"):
+                store.begin_run(KEY)
+        with pytest.raises(ValueError, match="cannot create store .*not writable"):
+            MeasurementStore(folder / "new.db")
+        assert sorted(p.name for p in folder.iterdir()) == ["s.db"]
+    finally:
+        for fn in undo:
+            fn()
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 1
