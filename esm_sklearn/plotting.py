@@ -353,7 +353,7 @@ def plot_encoding_accuracy(
     ----------
     results : pandas.DataFrame
         One row per (dataset, encoding, regressor, train size), e.g. the
-        ``comparison.csv`` of ``examples/compare_encodings.py``: ``dataset``,
+        ``comparison.csv`` of ``studies/compare_encodings.py``: ``dataset``,
         ``encoding``, ``metric``; optional ``device`` (part of the dataset key),
         ``train_size`` and the ``hue`` column. Rows repeated for a key (e.g.
         seeds) are averaged first, so every dataset weighs the same.

@@ -1,7 +1,4 @@
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -18,8 +15,6 @@ from esm_sklearn.plotting import (
     plot_encoding_accuracy,
     plot_predicted_vs_measured,
 )
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "compare_encodings.py"
 
 
 @pytest.fixture
@@ -185,20 +180,14 @@ def test_figures_save_to_png_and_leave_pyplot_alone(results, tmp_path):
     assert plt.get_fignums() == before
 
 
-# ------------------------------------------------ examples/compare_encodings.py
-@pytest.fixture(scope="module")
-def study():
-    pytest.importorskip("esm_sklearn.predictors", reason="make_latency_pipeline not written yet")
-    spec = importlib.util.spec_from_file_location("compare_encodings", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
+# ------------------------------------------------ studies/compare_encodings.py
+@pytest.fixture
+def study(load_study):
     backend = matplotlib.get_backend()
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     try:
-        spec.loader.exec_module(module)
+        return load_study("compare_encodings")
     finally:
-        del sys.modules[spec.name]
         matplotlib.use(backend)  # the script selects Agg; keep the session's backend
-    return module
 
 
 @pytest.mark.parametrize(

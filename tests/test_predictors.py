@@ -37,15 +37,6 @@ from esm_sklearn.predictors import ArrayBatchIterator, LatencyMLP
 CHEAP = dict(max_epochs=3, module__hidden_units=8, random_state=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets gain nothing from threads, and threads contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rel_error(y, pred) -> float:
     return float(np.mean(np.abs(pred - y) / y))
 

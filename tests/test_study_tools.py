@@ -1,10 +1,6 @@
-"""plot_convergence and the helpers of examples/active_learning_study.py and nas_search.py."""
+"""plot_convergence and the helpers of studies/active_learning_study.py and nas_search.py."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,16 +9,6 @@ from matplotlib.figure import Figure
 
 from esm_sklearn import get_space
 from esm_sklearn.plotting import plot_convergence
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -67,12 +53,12 @@ def test_plot_convergence_errors(history):
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 1
 
 
-def test_study_loop_sizes_and_test_set():
+def test_study_loop_sizes_and_test_set(load_study):
     from esm_sklearn import ActiveLatencyEstimator
     from esm_sklearn.predictors import make_latency_pipeline
     from esm_sklearn.spaces import arch_key
 
-    study = _load_example("active_learning_study")
+    study = load_study("active_learning_study")
     args = study.parse_args([])
     assert study.loop_sizes(5000, args) == (200, 300, 100, False)
     n_test, n_initial, n_step, scaled = study.loop_sizes(300, args)
@@ -90,8 +76,8 @@ def test_study_loop_sizes_and_test_set():
     assert [arch_key(a) for a in run.X_test_] == [arch_key(a) for a in test]
 
 
-def test_nas_cost_model_matches_torch_and_mutations_stay_valid():
-    nas = _load_example("nas_search")
+def test_nas_cost_model_matches_torch_and_mutations_stay_valid(load_study):
+    nas = load_study("nas_search")
     space = get_space("resnet")
     costs = nas.CostModel(resolution=32)
     archs = space.sample(3, strategy="balanced", random_state=4)

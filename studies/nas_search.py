@@ -27,9 +27,9 @@ oracle times the finalists to show how far the predictions are off.
 
 Run from the repository root::
 
-    python examples/nas_search.py --quick                 # smoke run, < 1 min
-    python examples/nas_search.py                         # about 5 min (1.5 min resumed)
-    python examples/nas_search.py --predictor predictor.joblib --budget-ms 30
+    python studies/nas_search.py --quick                 # smoke run, < 1 min
+    python studies/nas_search.py                         # about 5 min (1.5 min resumed)
+    python studies/nas_search.py --predictor predictor.joblib --budget-ms 30
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import torch
+from report import log  # noqa: E402
 from threadpoolctl import threadpool_limits
 
 from esm_sklearn import ActiveLatencyEstimator, TorchLatencyOracle, get_space
@@ -57,8 +58,6 @@ QUICK = {"resolution": 32, "fit_samples": 20, "n_test": 10, "fit_runs": 3, "chec
          "population": 100, "children": 20, "top_k": 2}
 
 
-def log(message: str = "") -> None:
-    print(message, flush=True)
 
 
 # ------------------------------------------------------------ cost model
@@ -240,12 +239,13 @@ def get_predictor(args):
         make_latency_pipeline(space=SPACE, random_state=0), space=SPACE.name,
         strategy="balanced", n_initial=int(args.fit_samples * 0.6), n_step=n_step,
         n_test=args.n_test, acc_threshold=args.acc_threshold, max_samples=args.fit_samples,
-        max_iter=50, device="cpu", store=str(args.store),
-        oracle_params={"resolution": args.resolution, "runs": args.fit_runs, "warmup": 3,
-                       "threads": 1, "n_references": args.n_references, "check_every": 100,
-                       # On a shared machine the references drift by more than 3%: record
-                       # the QC outcome, do not re-time batches (that would triple the time).
-                       "max_retries": 0},
+        max_iter=50,
+        oracle=TorchLatencyOracle(
+            device="cpu", store=str(args.store), resolution=args.resolution, runs=args.fit_runs,
+            warmup=3, threads=1, n_references=args.n_references, check_every=100,
+            # On a shared machine the references drift by more than 3%: record the QC
+            # outcome, do not re-time batches (that would triple the time).
+            max_retries=0),
         random_state=0, verbose=args.progress,
     )
     log(f"predictor: fitting on this CPU at resolution {args.resolution}, {args.fit_runs} runs "
