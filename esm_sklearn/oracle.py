@@ -1,11 +1,12 @@
 """Oracles: where latencies come from.
 
 :class:`TorchLatencyOracle` builds architectures of a :class:`~esm_sklearn.SearchSpace`
-as PyTorch modules and times them on a device with the ESM protocol (warm-up,
-``runs`` timed inferences, mean of the middle 60%), with quality control by
-repeated timings of reference architectures (:class:`ReferenceMonitor`), a
-durable, resumable record in a :class:`~esm_sklearn.store.MeasurementStore`, and
-per-block profiling for lookup tables (:meth:`TorchLatencyOracle.profile_blocks`).
+as PyTorch modules and times them on a device (clocks, pairing with an anchor
+model and adaptive repeats come from :mod:`esm_sklearn.timing`), with quality
+control by repeated timings of reference architectures
+(:class:`~esm_sklearn.quality.ReferenceMonitor`), a durable, resumable record in
+a :class:`~esm_sklearn.store.MeasurementStore`, and per-block profiling for
+lookup tables (:meth:`TorchLatencyOracle.profile_blocks`).
 
 :class:`TableOracle` replays an already measured table, which is how sampling
 strategies and encodings are compared offline.
@@ -16,20 +17,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from .quality import ReferenceCheck, check_references, drift_correct
+from . import timing
+from .collection import STAT_COLUMNS, Collection, stored_anchor_ms, timing_extra
+from .quality import ReferenceMonitor
 from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
 from .store import MeasurementStore, setting_key
+from .table_oracle import TableOracle
+from .timing import _parse_device, describe_device, summarize_timings
 
 __all__ = [
     "TorchLatencyOracle",
@@ -39,292 +44,62 @@ __all__ = [
     "describe_device",
 ]
 
-_STAT_COLUMNS = ["latency_ms", "median_ms", "min_ms", "p90_ms", "std_ms", "runs"]
 _LUT_COLUMNS = [
     "space", "unit", "position", "kernel_size", "expand_ratio", "in_channels",
     "out_channels", "in_hw", "stride", "latency_ms", "std_ms", "runs",
 ]
 
 
-# --------------------------------------------------------------------- helpers
-def summarize_timings(times_ms, trim: float = 0.2) -> dict:
-    """Statistics of repeated timings in the ESM format.
-
-    Parameters
-    ----------
-    times_ms : array-like of float
-        One timing per run, in milliseconds.
-    trim : float
-        Fraction dropped at each end before averaging (0.2 keeps the middle 60%).
-        At least one run is always kept.
-
-    Returns
-    -------
-    dict
-        ``latency_ms`` (trimmed mean), and ``median_ms``, ``min_ms``, ``p90_ms``,
-        ``std_ms`` over all runs, and ``runs``.
-
-    Examples
-    --------
-    >>> summarize_timings([1, 2, 3, 4, 100], trim=0.2)["latency_ms"]
-    3.0
-    """
-    times = np.sort(np.asarray(times_ms, dtype=float).ravel())
-    n = times.size
-    if n == 0:
-        raise ValueError("summarize_timings needs at least one timing")
-    if not 0 <= trim < 0.5:
-        raise ValueError(f"trim must be in [0, 0.5), got {trim!r}")
-    k = min(int(math.floor(n * trim)), (n - 1) // 2)
-    return {
-        "latency_ms": float(times[k : n - k].mean()),
-        "median_ms": float(np.median(times)),
-        "min_ms": float(times[0]),
-        "p90_ms": float(np.percentile(times, 90)),
-        "std_ms": float(times.std()),
-        "runs": int(n),
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _parse_device(device):
-    """``torch.device`` for a device string, or ``ValueError`` saying why not."""
-    import torch
-
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError) as exc:
-            raise ValueError(
-                f"device {device!r} is not a valid torch device string "
-                f"(use 'cpu', 'cuda' or 'cuda:<index>'): {exc}"
-            ) from None
-    else:
-        raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: only 'cpu' and 'cuda[:index]' are supported")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    return dev
-
-
-def describe_device(device="cpu", threads: int | None = None, batch_size: int = 1,
-                    resolution: int | None = None) -> dict:
-    """Description of a timing setting, as written to the store.
-
-    Returns a dict with ``name`` (CPU model or CUDA device name), ``type``,
-    ``torch``, ``cuda`` (CUDA version of the torch build or None), ``threads``
-    (torch intra-op threads; the current setting when None), ``batch_size`` and
-    ``resolution``.
-    """
-    import torch
-
-    dev = _parse_device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
-    return {
-        "name": name,
-        "type": dev.type,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "threads": int(threads) if threads is not None else int(torch.get_num_threads()),
-        "batch_size": int(batch_size),
-        "resolution": None if resolution is None else int(resolution),
-    }
-
-
 def _is_int(value, low: int) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
 
 
-def _load_extra(value) -> dict:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            out = json.loads(value)
-        except json.JSONDecodeError:
-            return {}
-        return out if isinstance(out, dict) else {}
-    return {}
+def anchor_architecture(space) -> dict:
+    """The anchor of paired timing: a fixed mid-size architecture of ``space``.
 
-
-# --------------------------------------------------------------- quality control
-class ReferenceMonitor:
-    """Quality control by repeated timings of reference architectures.
-
-    Every QC round times each reference once (``timer``) and computes the spread
-    of every reference across the rounds that passed so far plus this one, with
-    :func:`esm_sklearn.quality.check_references` (coefficient of variation,
-    ``std / mean`` with ddof 0). :meth:`run` times a round at the start, after
-    every batch, which is timed again (up to ``max_retries`` times) while its
-    closing round fails. Every round is recorded in :attr:`rounds` (and passed to
-    ``on_round``), passing or not.
-
-    Parameters
-    ----------
-    references : sequence
-        Reference architectures (anything ``timer`` accepts).
-    timer : callable
-        ``timer(ref_id, reference) -> float or dict`` giving the latency in ms
-        (a dict needs ``latency_ms`` and may hold more statistics).
-    threshold : float
-        Largest allowed spread (0.03: the paper's 3%).
-    max_retries : int
-        How many times a batch is timed again after a failing round.
-    history : DataFrame, optional
-        Reference rows of earlier sessions (columns ``ref_id``, ``round``,
-        ``latency_ms`` and optionally ``passed`` and ``final``); rounds that
-        passed are the baseline of the new ones, numbering continues after them.
-    on_round : callable, optional
-        ``on_round(rows, outcome)`` after each round, with the round's reference
-        rows (dicts) and its outcome dict (e.g. to write them to a store).
+    Every unit takes the middle of its depth range, every block the middle
+    allowed combination of block choices, every per-unit and global choice its
+    middle value.
 
     Examples
     --------
-    >>> levels = iter([1.0, 1.0, 1.3, 1.0])
-    >>> monitor = ReferenceMonitor(["ref"], lambda i, r: next(levels), max_retries=1)
-    >>> done = []
-    >>> _ = monitor.run([["a", "b"], ["c"]], lambda b, batch, retry: done.append((b, retry)))
-    >>> done
-    [(0, 0), (1, 0), (1, 1)]
-    >>> [o["passed"] for o in monitor.rounds]
-    [True, True, False, True]
+    >>> anchor = anchor_architecture("mobilenetv3")
+    >>> anchor["depth"], anchor["kernel_size"][0], anchor["expand_ratio"][0][0]
+    ([4, 4, 4, 4], [5, 5, 5, 5], 0.6667)
+    """
+    space = get_space(space)
+    depths = [(low + high + 1) // 2 for low, high in space.depth_bounds]
+    combo = space.block_combinations[len(space.block_combinations) // 2]
+    arch: dict[str, Any] = {"space": space.name, "depth": depths}
+    for j, name in enumerate(space.block_choices):
+        arch[name] = [[combo[j]] * d for d in depths]
+    for name, choices in space.unit_choices.items():
+        arch[name] = [choices[len(choices) // 2]] * space.n_units
+    for name, choices in space.global_choices.items():
+        arch[name] = choices[len(choices) // 2]
+    return space.validate(arch)
+
+
+@dataclass
+class _Session:
+    """Timing state shared by the models of one call: clock, anchor, burn-in.
+
+    The burn-in and the anchor's calibration are done lazily, by the first
+    model actually timed (:meth:`TorchLatencyOracle._ready`).
     """
 
-    def __init__(self, references: Sequence, timer: Callable, threshold: float = 0.03,
-                 max_retries: int = 2, history: pd.DataFrame | None = None,
-                 on_round: Callable | None = None):
-        self.references = list(references)
-        self.timer = timer
-        self.threshold = threshold
-        self.max_retries = max_retries
-        self.on_round = on_round
-        self.rounds: list[dict] = []
-        self._rows: list[dict] = []
-        if history is not None and len(history):
-            hist = history.copy()
-            for col in ("passed", "final"):
-                if col not in hist:
-                    hist[col] = True
-                hist[col] = hist[col].fillna(True).astype(bool)
-            self._history = hist
-            self._next_round = int(pd.to_numeric(hist["round"]).max()) + 1
-        else:
-            self._history = pd.DataFrame(columns=["ref_id", "round", "latency_ms", "passed", "final"])
-            self._next_round = 0
-        self.state = "not checked"
-
-    # The frames check_references sees.
-    def _frame(self, which: str) -> pd.DataFrame:
-        own = pd.DataFrame(self._rows, columns=["ref_id", "round", "latency_ms", "passed", "final"])
-        parts = [f for f in (self._history[own.columns], own) if len(f)]
-        frame = pd.concat(parts, ignore_index=True) if parts else own
-        return frame[frame[which].astype(bool)][["ref_id", "round", "latency_ms"]]
-
-    @staticmethod
-    def _spread(check: ReferenceCheck | None) -> float:
-        if check is None:
-            return 0.0
-        column = check.statistic if check.statistic in check.spread else "cv"
-        values = pd.to_numeric(check.spread[column], errors="coerce")
-        return float(values.max()) if len(values) else 0.0
-
-    def check(self, after_arch_id: int = -1, batch: int | None = None, retry: int = 0,
-              retryable: bool = False) -> dict:
-        """Time one round of references and judge it.
-
-        Returns the outcome dict: ``round``, ``batch``, ``retry``,
-        ``after_arch_id``, ``spread`` (largest spread over references),
-        ``passed``, ``final`` (False when the batch will be timed again) and
-        ``check`` (the :class:`~esm_sklearn.quality.ReferenceCheck`; None for
-        a first round, which passes as there is nothing to compare it with).
-        """
-        rnd = self._next_round
-        self._next_round += 1
-        rows = []
-        for ref_id, ref in enumerate(self.references):
-            result = self.timer(ref_id, ref)
-            stats = dict(result) if isinstance(result, dict) else {"latency_ms": float(result)}
-            if not np.isfinite(stats.get("latency_ms", np.nan)):
-                raise RuntimeError(f"reference {ref_id} gave no latency: {stats}")
-            rows.append({"ref_id": ref_id, "round": rnd, "after_arch_id": after_arch_id,
-                         "batch": batch, "retry": retry, **stats})
-        candidate = pd.DataFrame(rows)[["ref_id", "round", "latency_ms"]]
-        base = self._frame("passed")
-        if len(base):
-            check = check_references(pd.concat([base, candidate], ignore_index=True),
-                                     threshold=self.threshold)
-            passed = bool(check.passed)
-        else:  # the first round has nothing to be compared with
-            check, passed = None, True
-        final = passed or not retryable
-        for row in rows:
-            self._rows.append({"ref_id": row["ref_id"], "round": rnd,
-                               "latency_ms": row["latency_ms"], "passed": passed, "final": final})
-        outcome = {"round": rnd, "batch": batch, "retry": retry, "after_arch_id": after_arch_id,
-                   "n_references": len(rows), "spread": self._spread(check), "passed": passed,
-                   "final": final, "check": check}
-        self.rounds.append(outcome)
-        if passed:
-            self.state = f"ok {outcome['spread']:.1%}"
-        elif final:
-            self.state = f"FAILED {outcome['spread']:.1%}"
-        else:
-            self.state = f"retry {retry + 1}/{self.max_retries} ({outcome['spread']:.1%})"
-        if self.on_round is not None:
-            self.on_round(rows, outcome)
-        return outcome
-
-    def run(self, batches: Iterable[Sequence], measure_batch: Callable,
-            position: Callable[[], int] = lambda: -1) -> list[dict]:
-        """Check, then measure each batch and check after it, retrying failures.
-
-        ``measure_batch(batch_index, batch, retry)`` measures a batch;
-        ``position()`` gives the ``after_arch_id`` of a round. Returns
-        :attr:`rounds`.
-        """
-        self.check(position(), batch=None, retry=0, retryable=False)
-        for b, batch in enumerate(batches):
-            for retry in range(self.max_retries + 1):
-                measure_batch(b, batch, retry)
-                outcome = self.check(position(), batch=b, retry=retry,
-                                     retryable=retry < self.max_retries)
-                if outcome["passed"]:
-                    break
-        return self.rounds
-
-    def summary(self) -> ReferenceCheck | None:
-        """The check over every round that closes kept data (this and earlier sessions).
-
-        None before two such rounds exist.
-        """
-        frame = self._frame("final")
-        if frame["round"].nunique() < 2:
-            return None
-        return check_references(frame, threshold=self.threshold)
-
-    def frame(self) -> pd.DataFrame:
-        """One row per round of this session: passed, spread, retry, ..."""
-        cols = ["round", "batch", "retry", "after_arch_id", "n_references", "spread",
-                "passed", "final"]
-        return pd.DataFrame([{k: o[k] for k in cols} for o in self.rounds], columns=cols)
+    space: SearchSpace
+    dev: Any
+    clock: str
+    anchor: dict | None
+    anchor_ms: float | None = None
+    warm_archs: list = field(default_factory=list)
+    store: MeasurementStore | None = None
+    setting_key: str | None = None
+    ready: bool = False
+    anchor_model: Any = None
+    anchor_shape: tuple | None = None
+    burn_in_calls: int = 0
 
 
 # ------------------------------------------------------------------ the oracle
@@ -333,10 +108,18 @@ class TorchLatencyOracle(BaseEstimator):
 
     Each model is built through ``space.build_model``, put in eval mode, moved
     to ``device`` and run under ``torch.inference_mode`` on one input tensor:
-    ``warmup`` passes, then ``runs`` passes each timed with
-    ``time.perf_counter`` (with ``torch.cuda.synchronize`` around it on a GPU).
-    The latency is the mean after dropping the fastest and slowest ``trim``
-    fraction; median, min, p90 and std over all runs are kept in :attr:`stats_`.
+    ``warmup`` passes, then up to ``runs`` timed passes (synchronised on a GPU).
+
+    Unpaired, the latency is the mean after dropping the fastest and slowest
+    ``trim`` fraction (the ESM protocol). Paired (``paired=True``), every timed
+    pass of the model alternates with a pass of the anchor
+    (:func:`anchor_architecture`), and the latency is the median per-pair ratio
+    times the anchor's calibrated latency: the anchor is timed alone with
+    ``max(3 * runs, 60)`` passes on the same clock, once per setting, after the
+    burn-in of the first session; the median is its latency. Later sessions on
+    the same store reuse that calibration (every row records it in ``extra``),
+    so all latencies of a setting share one scale; quality control then judges
+    the references' paired latencies, i.e. their ratios.
 
     Parameters
     ----------
@@ -350,13 +133,30 @@ class TorchLatencyOracle(BaseEstimator):
     warmup : int
         Untimed passes before timing.
     runs : int
-        Timed passes per model.
+        Most timed passes (pairs when paired) per model.
     trim : float
         Fraction of runs dropped at each end before averaging.
+    clock : {"auto", "wall", "thread"}
+        ``"wall"``: ``time.perf_counter``. ``"thread"``: the CPU time of the
+        timing thread (``time.thread_time``), blind to time lost to other jobs;
+        only on a CPU with one torch thread. ``"auto"``: thread there, else wall.
+    paired : bool
+        Time each model alternately with the anchor (see above).
+    min_runs : int
+        Adaptive repeats: after this many runs, stop once the 95% interval of
+        the statistic is within ``rel_ci`` (:func:`esm_sklearn.timing.time_runs`).
+    rel_ci : float or None
+        Relative half-width of that interval (0.01: +-1%); None times every model
+        ``runs`` times.
+    burn_in : float
+        Seconds of untimed passes of the anchor and references before the first
+        model of a call is timed (the first round after start-up is slow).
     n_references : int
-        Reference architectures drawn from the space (seeded by
-        ``random_state``) and timed at the start, every ``check_every``
-        architectures and at the end; 0 turns quality control off.
+        Reference architectures timed at the start, every ``check_every``
+        architectures and at the end; 0 turns quality control off. They are
+        drawn with a seed fixed per space (not ``random_state``), and those a
+        store already holds for the setting are reused, so every run of a
+        setting times the same models under the same ``ref_id``.
     check_every : int or None
         Architectures between reference checks (None: only start and end).
     variance_threshold : float
@@ -377,8 +177,7 @@ class TorchLatencyOracle(BaseEstimator):
         (:func:`esm_sklearn.quality.drift_correct`); the raw value stays in
         ``stats_["raw_latency_ms"]`` and in the store.
     random_state : int or None
-        Seed of the reference architectures (None is read as 0: references must
-        be the same when a collection resumes).
+        Seed of the random input tensors (None is read as 0).
     progress : bool
         Show a tqdm progress bar (ETA, QC state) on standard error.
 
@@ -388,13 +187,13 @@ class TorchLatencyOracle(BaseEstimator):
         One row per input architecture of the last :meth:`measure` call: ``arch``
         (key), ``space``, ``sampling``, ``status`` (``ok``/``failed``), ``skipped``
         (taken from the store), ``latency_ms``, ``median_ms``, ``min_ms``,
-        ``p90_ms``, ``std_ms``, ``runs``, ``error``, ``order`` (store row id),
-        ``retries``; with drift correction also ``raw_latency_ms`` and
-        ``drift_factor``.
+        ``p90_ms``, ``std_ms``, ``runs`` (used), ``seconds`` (timing time),
+        ``error``, ``order`` (store row id), ``retries``; with drift correction
+        also ``raw_latency_ms`` and ``drift_factor``.
     qc_ : DataFrame
         One row per reference round of the last call: ``round``, ``batch``,
         ``retry``, ``after_arch_id``, ``n_references``, ``spread`` (largest cv),
-        ``passed``, ``final`` (see :class:`ReferenceMonitor`).
+        ``passed``, ``final`` (see :class:`~esm_sklearn.quality.ReferenceMonitor`).
     qc_check_ : ReferenceCheck or None
         Spread per reference over every round that closes kept data
         (including earlier sessions in the store); ``qc_check_.passed``.
@@ -404,6 +203,10 @@ class TorchLatencyOracle(BaseEstimator):
         The device description (see :func:`describe_device`).
     setting_key_ : str
         Key of device and protocol in the store.
+    clock_ : str
+        The clock used (``"wall"`` or ``"thread"``).
+    anchor_ms_ : float or None
+        The anchor's calibrated latency (paired timing).
     summary_ : dict
         ``n_measured``, ``n_failed``, ``n_skipped``, ``n_retimed``, ``seconds``,
         ``seconds_per_arch`` (wall time, references included, per timed
@@ -412,11 +215,13 @@ class TorchLatencyOracle(BaseEstimator):
     Notes
     -----
     Resuming: with a store, architectures recorded under the same setting
-    (:func:`~esm_sklearn.store.setting_key` of the device description and
-    ``warmup``/``runs``/``trim``) are skipped, failed ones included; the
-    references are timed anew (a new QC round, compared with the passing
-    rounds of earlier sessions). Re-timed architectures are new store rows; the
-    exports keep the last ok row per architecture.
+    (:func:`~esm_sklearn.store.setting_key` of the device description and the
+    protocol: warmup, runs, trim, clock, pairing with its anchor, adaptive
+    stop) are skipped, failed ones included; the references are timed anew (a
+    new QC round, compared with the passing rounds of earlier sessions).
+    Re-timed architectures are new store rows; the exports keep the last ok row
+    per architecture. Paired rows keep the per-pair ``ratio``, ``anchor_ms`` and
+    both sides' raw statistics (``raw``, ``anchor_raw``) in ``extra``.
 
     Examples
     --------
@@ -429,15 +234,21 @@ class TorchLatencyOracle(BaseEstimator):
     """
 
     def __init__(self, device="cpu", batch_size=1, resolution=None, warmup=10, runs=150,
-                 trim=0.2, n_references=4, check_every=150, variance_threshold=0.03,
-                 max_retries=2, threads=None, store=None, drift_correction=False,
-                 random_state=0, progress=False):
+                 trim=0.2, clock="auto", paired=True, min_runs=30, rel_ci=0.01, burn_in=3.0,
+                 n_references=4, check_every=150, variance_threshold=0.03, max_retries=2,
+                 threads=None, store=None, drift_correction=False, random_state=0,
+                 progress=False):
         self.device = device
         self.batch_size = batch_size
         self.resolution = resolution
         self.warmup = warmup
         self.runs = runs
         self.trim = trim
+        self.clock = clock
+        self.paired = paired
+        self.min_runs = min_runs
+        self.rel_ci = rel_ci
+        self.burn_in = burn_in
         self.n_references = n_references
         self.check_every = check_every
         self.variance_threshold = variance_threshold
@@ -452,7 +263,7 @@ class TorchLatencyOracle(BaseEstimator):
     def _check_params(self):
         dev = _parse_device(self.device)
         for name, low in (("batch_size", 1), ("warmup", 0), ("runs", 1), ("n_references", 0),
-                          ("max_retries", 0)):
+                          ("max_retries", 0), ("min_runs", 1)):
             if not _is_int(getattr(self, name), low):
                 raise ValueError(f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
         for name in ("resolution", "check_every", "threads"):
@@ -463,6 +274,16 @@ class TorchLatencyOracle(BaseEstimator):
             raise ValueError(f"trim must be in [0, 0.5), got {self.trim!r}")
         if not isinstance(self.variance_threshold, (int, float)) or not self.variance_threshold > 0:
             raise ValueError(f"variance_threshold must be > 0, got {self.variance_threshold!r}")
+        if self.rel_ci is not None and not (
+                isinstance(self.rel_ci, (int, float)) and not isinstance(self.rel_ci, bool)
+                and 0 < self.rel_ci < 1):
+            raise ValueError(f"rel_ci must be None or a number in (0, 1), got {self.rel_ci!r}")
+        if (not isinstance(self.burn_in, (int, float)) or isinstance(self.burn_in, bool)
+                or not 0 <= self.burn_in < math.inf):
+            raise ValueError(f"burn_in must be a number of seconds >= 0, got {self.burn_in!r}")
+        if not isinstance(self.paired, (bool, np.bool_)):
+            raise ValueError(f"paired must be True or False, got {self.paired!r}")
+        self._resolved_clock(dev)
         if not (self.store is None or isinstance(self.store, (str, os.PathLike, MeasurementStore))):
             raise ValueError(
                 f"store must be None, a path or a MeasurementStore, got {type(self.store).__name__}"
@@ -471,8 +292,20 @@ class TorchLatencyOracle(BaseEstimator):
             raise ValueError("drift_correction=True needs n_references >= 1")
         return dev
 
-    def _protocol(self) -> dict:
-        return {"warmup": int(self.warmup), "runs": int(self.runs), "trim": float(self.trim)}
+    def _resolved_clock(self, dev) -> str:
+        import torch
+
+        threads = int(self.threads) if self.threads is not None else torch.get_num_threads()
+        return timing.resolve_clock(self.clock, dev.type, threads)
+
+    def _protocol(self, space: SearchSpace, clock: str) -> dict:
+        protocol = {"warmup": int(self.warmup), "runs": int(self.runs), "trim": float(self.trim),
+                    "clock": clock, "paired": bool(self.paired)}
+        if self.paired:
+            protocol["anchor"] = arch_key(anchor_architecture(space))
+        if self.rel_ci is not None:
+            protocol.update(min_runs=int(self.min_runs), rel_ci=float(self.rel_ci))
+        return protocol
 
     def _effective_resolution(self, space: SearchSpace) -> int | None:
         if self.resolution is not None:
@@ -501,17 +334,27 @@ class TorchLatencyOracle(BaseEstimator):
             return self.store, False
         return MeasurementStore(self.store), True
 
-    def reference_archs(self, space) -> list[dict]:
-        """The ``n_references`` reference architectures of ``space`` (seeded)."""
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_session", None)  # built models and the open store stay behind
+        return state
+
+    def reference_archs(self, space, stored: dict | None = None) -> list[dict]:
+        """The ``n_references`` reference architectures of ``space``.
+
+        Drawn with a seed fixed per space (independent of ``random_state``);
+        ``stored`` maps ``ref_id`` to the architecture (dict or key) a store
+        already holds for the setting, which is kept under its id.
+        """
         space = get_space(space)
-        seed = 0 if self.random_state is None else self.random_state
-        if isinstance(seed, (int, np.integer)):
-            # Own stream: references differ from archs sampled with the same seed.
-            rng = np.random.RandomState([int(seed) % (2**32), 0x5EF])
-        else:
-            rng = check_random_state(seed)
-        return space.sample(int(self.n_references), strategy="random", random_state=rng,
-                            unique=True)
+        rng = np.random.RandomState(zlib.crc32(f"esm-references:{space.name}".encode()))
+        fresh = space.sample(int(self.n_references), strategy="random", random_state=rng,
+                             unique=True)
+        out = []
+        for ref_id, arch in enumerate(fresh):
+            kept = (stored or {}).get(ref_id)
+            out.append(space.validate(kept) if kept is not None else arch)
+        return out
 
     def device_description(self, space=None) -> dict:
         """Device description (name, type, torch, cuda, threads, batch size, resolution)."""
@@ -521,7 +364,7 @@ class TorchLatencyOracle(BaseEstimator):
 
     # ----------------------------------------------------------------- timing
     def time_model(self, model, input_shape) -> dict:
-        """Time one module with this oracle's protocol.
+        """Time one module alone (unpaired) with this oracle's clock and repeats.
 
         Parameters
         ----------
@@ -533,46 +376,125 @@ class TorchLatencyOracle(BaseEstimator):
         Returns
         -------
         dict
-            See :func:`summarize_timings`.
+            See :func:`esm_sklearn.timing.summarize_timings`, plus ``clock``,
+            ``seconds`` and ``rel_ci``.
         """
+        dev = self._check_params()
+        return timing.time_model(model, input_shape, dev, warmup=int(self.warmup),
+                                 runs=int(self.runs), trim=float(self.trim),
+                                 clock=self._resolved_clock(dev), seed=self._input_seed(),
+                                 **self._adaptive())
+
+    def _adaptive(self) -> dict:
+        return {"min_runs": int(self.min_runs), "rel_ci": self.rel_ci}
+
+    def _input_seed(self) -> int:
+        if self.random_state is None:
+            return 0
+        if _is_int(self.random_state, 0):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(2**31))
+
+    def _build(self, space: SearchSpace, arch: dict):
+        """``(module, input_shape)`` of an architecture."""
+        model = space.build_model(arch, resolution=self.resolution)
+        res = space.input_resolution(arch, self.resolution)
+        return model, (int(self.batch_size), 3, res, res)
+
+    def _session_for(self, space: SearchSpace, dev) -> _Session:
+        session = self.__dict__.get("_session")
+        if session is None or session.space != space or session.dev != dev:
+            clock = self._resolved_clock(dev)
+            anchor = anchor_architecture(space) if self.paired else None
+            session = _Session(space, dev, clock, anchor)
+            self.__dict__["_session"] = session
+        return session
+
+    def _ready(self, session: _Session) -> None:
+        """Burn-in, then the anchor's calibration (once per session, lazily)."""
+        if session.ready:
+            return
+        models = []
+        if session.anchor is not None:
+            session.anchor_model, session.anchor_shape = self._build(session.space,
+                                                                     session.anchor)
+            models.append((session.anchor_model, session.anchor_shape))
+        models += [self._build(session.space, a) for a in session.warm_archs]
+        if self.burn_in > 0 and models:
+            session.burn_in_calls = self._run_burn_in(models, session.dev)
+        del models
+        if session.anchor is not None and session.anchor_ms is None:
+            session.anchor_ms = self._calibrate_anchor(session)
+        session.ready = True
+
+    def _run_burn_in(self, models, dev) -> int:
         import torch
 
-        dev = self._check_params()
-        cuda = dev.type == "cuda"
-        model = model.to(dev).eval()
-        x = torch.randn(*tuple(int(s) for s in input_shape), device=dev)
-        times = np.empty(int(self.runs))
+        inputs = [(m.to(dev).eval(), torch.randn(*shape, device=dev)) for m, shape in models]
         with torch.inference_mode():
-            for _ in range(int(self.warmup)):
-                model(x)
-            for i in range(int(self.runs)):
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                start = time.perf_counter()
-                model(x)
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                times[i] = time.perf_counter() - start
-        return summarize_timings(times * 1e3, self.trim)
+            return timing.burn_in([lambda m=m, x=x: m(x) for m, x in inputs],
+                                  float(self.burn_in), clock=timing.clock_function("wall"))
+
+    def _calibrate_anchor(self, session: _Session) -> float:
+        stats = timing.time_model(session.anchor_model, session.anchor_shape, session.dev,
+                                  warmup=int(self.warmup), runs=max(3 * int(self.runs), 60),
+                                  trim=float(self.trim), clock=session.clock,
+                                  seed=self._input_seed())
+        anchor_ms = float(stats["median_ms"])
+        if session.store is not None and session.setting_key is not None:
+            # A concurrent session may have recorded one first: the first one wins.
+            stored = stored_anchor_ms(session.store, session.setting_key)
+            anchor_ms = stored if stored is not None else anchor_ms
+        return anchor_ms
 
     def _time_arch(self, space: SearchSpace, arch: dict, dev) -> dict:
         """Build and time one architecture; any build or run error is returned as failed."""
         import torch
 
+        session = self._session_for(space, dev)
+        self._ready(session)  # no anchor, no paired timing: that error is not the arch's
         model = None
         try:
-            model = space.build_model(arch, resolution=self.resolution)
-            res = space.input_resolution(arch, self.resolution)
-            stats = self.time_model(model, (int(self.batch_size), 3, res, res))
+            model, shape = self._build(space, arch)
+            stats = timing.time_model(
+                model, shape, dev, warmup=int(self.warmup), runs=int(self.runs),
+                trim=float(self.trim), clock=session.clock, anchor=session.anchor_model,
+                anchor_input_shape=session.anchor_shape, anchor_ms=session.anchor_ms,
+                seed=self._input_seed(), **self._adaptive())
             stats.update(status="ok", error=None)
         except Exception as exc:  # noqa: BLE001 - recorded, never dropped: see status/error
-            stats = {c: np.nan for c in _STAT_COLUMNS}
+            stats = {c: np.nan for c in STAT_COLUMNS}
             stats.update(runs=0, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         finally:
             del model
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         return stats
+
+    def time_architecture(self, arch, space=None) -> dict:
+        """Time one architecture with this oracle's full protocol, without a store.
+
+        The entry point for a worker of a fleet: the first call burns in and
+        calibrates the anchor, later calls on the same oracle reuse both.
+
+        Returns
+        -------
+        dict
+            ``latency_ms``, ``median_ms``, ``min_ms``, ``p90_ms``, ``std_ms``,
+            ``runs``, ``status``, ``error``, the timing details (``clock``,
+            ``seconds``, ``rel_ci``; paired also ``ratio``, ``anchor_ms``,
+            ``raw``, ``anchor_raw``), ``arch_key``, ``setting_key`` and ``device``.
+        """
+        dev = self._check_params()
+        space = get_space(space) if space is not None else infer_space([arch])
+        canon = space.validate(arch)
+        with self._thread_setting():
+            session = self._session_for(space, dev)
+            device_info = describe_device(dev, self.threads, self.batch_size,
+                                          self._effective_resolution(space))
+            stats = self._time_arch(space, canon, dev)
+        skey = setting_key(device_info, self._protocol(space, session.clock))
+        return {**stats, "arch_key": arch_key(canon), "setting_key": skey, "device": device_info}
 
     # ---------------------------------------------------------------- measure
     def measure(self, archs, space=None, sampling=None) -> np.ndarray:
@@ -603,13 +525,13 @@ class TorchLatencyOracle(BaseEstimator):
                 raise ValueError(
                     f"sampling has {len(labels)} labels for {len(canon)} architectures"
                 )
-        keys = [arch_key(a) for a in canon]
         t_start = time.perf_counter()
         store, own_store = self._open_store()
         try:
             with self._thread_setting():
-                self._measure(space, dev, canon, keys, labels, store)
+                self._measure(space, dev, canon, labels, store)
         finally:
+            self.__dict__.pop("_session", None)
             if own_store:
                 store.close()
         self.summary_["seconds"] = time.perf_counter() - t_start
@@ -619,199 +541,37 @@ class TorchLatencyOracle(BaseEstimator):
         )
         return self.stats_["latency_ms"].to_numpy(dtype=float)
 
-    def _measure(self, space, dev, canon, keys, labels, store):
+    def _measure(self, space, dev, canon, labels, store):
+        self.__dict__.pop("_session", None)  # a fresh burn-in and calibration per call
+        session = self._session_for(space, dev)
         device_info = describe_device(dev, self.threads, self.batch_size,
                                       self._effective_resolution(space))
-        protocol = self._protocol()
+        protocol = self._protocol(space, session.clock)
         skey = setting_key(device_info, protocol)
-        self.device_info_ = device_info
-        self.setting_key_ = skey
-
-        # What the store already holds under this setting. Positions (``order``,
-        # ``after_arch_id``) are store row ids, as in MeasurementStore.to_latency_table;
-        # without a store a local counter plays that role.
-        results: dict[str, dict] = {}
-        ref_history = None
-        state = {"position": -1, "session": 1}
-        if store is not None:
-            prev = store.frame(kind="arch", setting_key=skey)
-            refs = store.frame(kind="reference", setting_key=skey)
-            if len(prev):
-                state["position"] = int(prev["id"].max())
-            sessions = [_load_extra(e).get("session", 0) for e in [*prev["extra"], *refs["extra"]]]
-            state["session"] = max([0, *sessions]) + 1
-            for row in prev.to_dict("records"):
-                old = results.get(row["arch_key"])
-                # The last ok row wins; a failure only stands when nothing succeeded.
-                if old is None or row["status"] == "ok" or old["status"] != "ok":
-                    results[row["arch_key"]] = {
-                        **{c: row.get(c) for c in _STAT_COLUMNS}, "status": row["status"],
-                        "error": row.get("error"), "skipped": True, "order": int(row["id"]),
-                        "retries": _load_extra(row.get("extra")).get("retry", 0)}
-            if len(refs):
-                ref_history = pd.DataFrame({
-                    "ref_id": refs["ref_id"].astype(int),
-                    "round": refs["qc_round"].astype(int),
-                    "latency_ms": refs["latency_ms"].astype(float),
-                    "passed": [_load_extra(e).get("passed", True) for e in refs["extra"]],
-                    "final": [_load_extra(e).get("final", True) for e in refs["extra"]],
-                })
-        n_skipped = sum(1 for k in dict.fromkeys(keys) if k in results)
-        todo = []
-        for key, arch, label in zip(keys, canon, labels, strict=True):
-            if key not in results:
-                results[key] = None  # placeholder: measured below
-                todo.append((key, arch, label))
-        counts = {"n_measured": 0, "n_failed": 0, "n_retimed": 0}
-        common = {"space": space.name, "setting_key": skey, "device": device_info,
-                  "protocol": protocol}
-        ref_rows: list[dict] = []
-        monitor = None
-
-        bar = None
+        session.store, session.setting_key = store, skey
+        self.device_info_, self.setting_key_, self.clock_ = device_info, skey, session.clock
+        run = Collection(self, space, dev, {"space": space.name, "setting_key": skey,
+                                            "device": device_info, "protocol": protocol}, store)
+        run.resume_from_store()
+        session.anchor_ms = run.anchor_ms
+        keys = [arch_key(a) for a in canon]
+        todo = run.plan(keys, canon, labels)
+        references = self.reference_archs(space, run.stored_refs) if todo else []
+        session.warm_archs = references
         if self.progress and todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc=f"{space.name} on {device_info['type']}",
-                       unit="arch", file=sys.stderr, dynamic_ncols=True)
-
-        def postfix():
-            if bar is not None:
-                info = {"failed": counts["n_failed"]}
-                if monitor is not None:
-                    info["qc"] = monitor.state
-                bar.set_postfix(info, refresh=True)
-
-        def add(record) -> int:
-            if store is not None:
-                return store.add(record)
-            state["local_id"] = state.get("local_id", 0) + 1
-            return state["local_id"]
-
-        def measure_batch(b, batch, retry):
-            if retry and bar is not None:
-                bar.total += len(batch)
-                bar.refresh()
-            for key, arch, label in batch:
-                stats = self._time_arch(space, arch, dev)
-                row_id = add({**common, "kind": "arch", "arch_key": key, "sampling": label,
-                              **{c: stats[c] for c in _STAT_COLUMNS}, "status": stats["status"],
-                              "error": stats["error"],
-                              "extra": {"session": state["session"], "qc_batch": b,
-                                        "retry": retry,
-                                        "resolution": space.input_resolution(arch, self.resolution)}})
-                state["position"] = row_id
-                prev = results.get(key)
-                if prev is None or stats["status"] == "ok" or prev["status"] != "ok":
-                    results[key] = {**{c: stats[c] for c in _STAT_COLUMNS},
-                                    "status": stats["status"], "error": stats["error"],
-                                    "skipped": False, "order": row_id, "retries": retry}
-                if retry:
-                    counts["n_retimed"] += 1
-                else:
-                    counts["n_measured"] += 1
-                    counts["n_failed"] += stats["status"] != "ok"
-                if bar is not None:
-                    postfix()
-                    bar.update(1)
-
-        def time_reference(ref_id, ref):
-            stats = self._time_arch(space, ref, dev)
-            if stats["status"] != "ok":
-                raise RuntimeError(
-                    f"reference architecture {ref_id} ({arch_key(ref)}) could not be timed, "
-                    f"so quality control is impossible: {stats['error']}"
-                )
-            return stats
-
-        def on_round(rows, outcome):
-            extra = {"session": state["session"], "qc_batch": outcome["batch"],
-                     "retry": outcome["retry"], "passed": outcome["passed"],
-                     "final": outcome["final"], "spread": outcome["spread"]}
-            for row in rows:
-                ref = monitor.references[row["ref_id"]]
-                add({**common, "kind": "reference", "arch_key": arch_key(ref),
-                     "sampling": "reference", "ref_id": row["ref_id"], "qc_round": row["round"],
-                     "after_arch_id": row["after_arch_id"],
-                     **{c: row[c] for c in _STAT_COLUMNS}, "status": "ok", "extra": extra})
-                ref_rows.append({"space": space.name, "ref_id": row["ref_id"],
-                                 "round": row["round"], "after_arch_id": row["after_arch_id"],
-                                 "batch_size": int(self.batch_size),
-                                 **{c: row[c] for c in ("latency_ms", "median_ms", "std_ms",
-                                                        "runs")},
-                                 **{k: extra[k] for k in ("retry", "passed", "final")}})
-            postfix()
-
-        step = int(self.check_every) if self.check_every else max(len(todo), 1)
-        batches = [todo[i : i + step] for i in range(0, len(todo), step)]
-        try:
-            if self.n_references and todo:
-                monitor = ReferenceMonitor(self.reference_archs(space), time_reference,
-                                           threshold=self.variance_threshold,
-                                           max_retries=int(self.max_retries),
-                                           history=ref_history, on_round=on_round)
-                monitor.run(batches, measure_batch, position=lambda: state["position"])
-            else:
-                for b, batch in enumerate(batches):
-                    measure_batch(b, batch, 0)
-        finally:
-            if bar is not None:
-                bar.close()
-
-        rows = [{"arch": key, "space": space.name, "sampling": label, **results[key]}
-                for key, label in zip(keys, labels, strict=True)]
-        stats = pd.DataFrame(rows, columns=["arch", "space", "sampling", "status", "skipped",
-                                            *_STAT_COLUMNS, "error", "order", "retries"])
-        stats["latency_ms"] = stats["latency_ms"].astype(float)
-        self.references_ = pd.DataFrame(
-            ref_rows, columns=["space", "ref_id", "round", "after_arch_id", "batch_size",
-                               "latency_ms", "median_ms", "std_ms", "runs", "retry", "passed",
-                               "final"])
-        if monitor is not None:
-            self.qc_ = monitor.frame()
-            self.qc_check_ = monitor.summary()
-        else:
-            self.qc_ = ReferenceMonitor([], None).frame()
-            self.qc_check_ = None
-            if ref_history is not None:
-                final = ref_history[ref_history["final"].astype(bool)]
-                if final["round"].nunique() >= 2:
-                    self.qc_check_ = check_references(final[["ref_id", "round", "latency_ms"]],
-                                                      threshold=self.variance_threshold)
-        if self.drift_correction:
-            stats = self._drift_correct(stats, store, skey)
-        self.stats_ = stats
-        self.summary_ = {**counts, "n_skipped": n_skipped,
-                         "qc_passed": None if self.qc_check_ is None else bool(self.qc_check_.passed)}
-
-    def _drift_correct(self, stats: pd.DataFrame, store, skey) -> pd.DataFrame:
-        """Divide latencies by the reference level interpolated at their position."""
-        if store is not None:
-            refs = store.frame(kind="reference", setting_key=skey, status="ok")
-            refs = pd.DataFrame({"ref_id": refs["ref_id"], "round": refs["qc_round"],
-                                 "after_arch_id": refs["after_arch_id"],
-                                 "latency_ms": refs["latency_ms"]})
-        else:
-            refs = self.references_[["ref_id", "round", "after_arch_id", "latency_ms"]]
-        if not len(refs):
-            raise ValueError("drift_correction=True but no reference timings are recorded "
-                             "for this setting")
-        stats = stats.copy()
-        stats["raw_latency_ms"] = stats["latency_ms"]
-        stats["drift_factor"] = np.nan
-        ok = stats["status"].eq("ok").to_numpy()
-        if ok.any():
-            table = pd.DataFrame({"order": stats.loc[ok, "order"].astype(float),
-                                  "latency_ms": stats.loc[ok, "latency_ms"].astype(float)})
-            corrected = drift_correct(table, refs, columns=("latency_ms",))
-            stats.loc[ok, "latency_ms"] = corrected["latency_ms"].to_numpy()
-            stats.loc[ok, "drift_factor"] = corrected["drift_factor"].to_numpy()
-        return stats
+            run.open_progress_bar(len(todo))
+        run.run_batches(todo, references)
+        self.anchor_ms_ = session.anchor_ms
+        for name, value in run.finish(keys, labels).items():
+            setattr(self, name, value)
 
     # -------------------------------------------------------- block profiling
     def profile_blocks(self, space, resolution=None, densenet_channel_step: int = 32,
                        store_rows: bool = True) -> pd.DataFrame:
         """Time every distinct block of ``space`` alone on its real input shape.
+
+        Blocks are timed unpaired (a block is far smaller than any anchor), on
+        this oracle's clock and with its adaptive repeats.
 
         Parameters
         ----------
@@ -847,7 +607,8 @@ class TorchLatencyOracle(BaseEstimator):
                 device_info = describe_device(dev, self.threads, self.batch_size,
                                               resolution if resolution is not None
                                               else self._effective_resolution(space))
-                skey = setting_key(device_info, self._protocol())
+                protocol = self._protocol(space, self._resolved_clock(dev))
+                skey = setting_key(device_info, protocol)
                 for spec in specs:
                     fields = {c: getattr(spec, c) for c in _LUT_COLUMNS[:9]}
                     module = spec.build()
@@ -865,9 +626,10 @@ class TorchLatencyOracle(BaseEstimator):
                         store.add({"kind": "block", "space": space.name, "setting_key": skey,
                                    "arch_key": json.dumps(_jsonable(fields), sort_keys=True,
                                                           separators=(",", ":")),
-                                   "device": device_info, "protocol": self._protocol(),
-                                   **{c: stats[c] for c in _STAT_COLUMNS},
-                                   "status": "ok", "error": None})
+                                   "device": device_info, "protocol": protocol,
+                                   **{c: stats[c] for c in STAT_COLUMNS},
+                                   "status": "ok", "error": None,
+                                   "extra": timing_extra(stats)})
         finally:
             if own_store:
                 store.close()
@@ -881,112 +643,3 @@ def _jsonable(fields: dict) -> dict:
             v = v.item()
         out[k] = v
     return out
-
-
-# -------------------------------------------------------------- table oracle
-class TableOracle(BaseEstimator):
-    """Replay a measured table: the latency of an architecture is looked up.
-
-    Parameters
-    ----------
-    archs : sequence of dict or JSON str
-        The table's architectures.
-    latencies : array-like of float
-        Their latencies (ms). An architecture listed twice gets the mean.
-    space : str or SearchSpace, optional
-        Space used to canonicalise architectures (``0.667`` matches ``0.6667``);
-        default: each architecture's ``space`` field.
-
-    Examples
-    --------
-    >>> from esm_sklearn import get_space
-    >>> archs = get_space("densenet").sample(3, random_state=0)
-    >>> oracle = TableOracle(archs, [1.0, 2.0, 3.0])
-    >>> oracle.measure([archs[2], archs[0]]).tolist()
-    [3.0, 1.0]
-    """
-
-    def __init__(self, archs, latencies, space=None):
-        self.archs = archs
-        self.latencies = latencies
-        self.space = space
-
-    def _canon_key(self, arch, space) -> str:
-        if space is None:
-            if isinstance(arch, (str, bytes)):
-                try:
-                    arch = json.loads(arch)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"architecture is not valid JSON: {exc}") from None
-            if not isinstance(arch, dict) or "space" not in arch:
-                raise ValueError(
-                    f"architecture {str(arch)[:80]!r} has no 'space' field; pass space="
-                )
-            space = arch["space"]
-        return arch_key(get_space(space).validate(arch))
-
-    def _table(self) -> tuple[dict, list]:
-        # The cache holds the parameter objects themselves, so set_params invalidates it.
-        ident = (self.archs, self.latencies, self.space)
-        cached = self.__dict__.get("_cache")
-        if cached is not None and all(a is b for a, b in zip(cached[0], ident, strict=True)):
-            return cached[1], cached[2]
-        archs = as_arch_list(self.archs)
-        lat = np.asarray(self.latencies, dtype=float).ravel()
-        if len(archs) != lat.size:
-            raise ValueError(f"TableOracle: {len(archs)} architectures but {lat.size} latencies")
-        bad = np.flatnonzero(~np.isfinite(lat))
-        if bad.size:
-            raise ValueError(f"TableOracle: latency of row {int(bad[0])} is {lat[bad[0]]}, not finite")
-        sums: dict[str, list] = {}
-        order = []
-        for i, (arch, value) in enumerate(zip(archs, lat, strict=True)):
-            try:
-                key = self._canon_key(arch, self.space)
-            except ValueError as exc:
-                raise ValueError(f"TableOracle row {i}: {exc}") from None
-            if key not in sums:
-                sums[key] = [0.0, 0]
-                order.append(key)
-            sums[key][0] += float(value)
-            sums[key][1] += 1
-        table = {k: s / n for k, (s, n) in sums.items()}
-        self.__dict__["_cache"] = (ident, table, order)
-        return table, order
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        state.pop("_cache", None)
-        return state
-
-    def measure(self, archs, space=None, sampling=None) -> np.ndarray:
-        """Latencies (ms) of ``archs`` from the table.
-
-        Raises
-        ------
-        KeyError
-            Naming the first architecture that is not in the table.
-        """
-        table, _ = self._table()
-        space = space if space is not None else self.space
-        out = []
-        for i, arch in enumerate(as_arch_list(archs)):
-            key = self._canon_key(arch, space)
-            if key not in table:
-                raise KeyError(f"architecture {i} is not in the table: {key}")
-            out.append(table[key])
-        return np.asarray(out, dtype=float)
-
-    def candidates(self) -> list[dict]:
-        """The table's distinct architectures (canonical dicts, table order)."""
-        _, order = self._table()
-        return [json.loads(k) for k in order]
-
-    @property
-    def archs_(self) -> list[dict]:
-        """Same as :meth:`candidates`."""
-        return self.candidates()
-
-    def __len__(self) -> int:
-        return len(self._table()[1])

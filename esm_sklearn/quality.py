@@ -11,6 +11,10 @@ rounds, ``cv = std / mean`` with ``ddof=0``. A dataset passes when every
 reference's cv is at most the threshold (0.03). The maximum relative deviation
 ``(max - min) / mean`` is reported as well and may be chosen as the statistic.
 
+:class:`ReferenceMonitor` runs the rounds during a collection: a round at the
+start, one after every batch, and the batch timed again while its closing round
+fails.
+
 Beyond the paper, :func:`drift_correct` divides each measurement by the drift
 level interpolated between the QC rounds around it, and
 :func:`reference_spread_after_correction` measures, leave-one-reference-out,
@@ -23,14 +27,14 @@ Input tables use the format of ``shared/datasets/h200/*_references.csv``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["ReferenceCheck", "check_references", "reference_spread", "drift_levels",
-           "drift_correct", "reference_spread_after_correction", "STATISTICS"]
+__all__ = ["ReferenceCheck", "ReferenceMonitor", "check_references", "reference_spread",
+           "drift_levels", "drift_correct", "reference_spread_after_correction", "STATISTICS"]
 
 STATISTICS = ("cv", "max_rel_dev")
 # Columns that tell reference architectures apart besides ref_id (ref 0 of a
@@ -414,3 +418,174 @@ def reference_spread_after_correction(references: pd.DataFrame, baseline: str = 
     out["passed_before"] = out["cv_before"] <= threshold
     out["passed_after"] = out["cv_after"] <= threshold
     return out
+
+
+# ------------------------------------------------------------ reference monitor
+def _repeated(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of references timed in at least two rounds (others cannot be judged yet)."""
+    if not len(frame):
+        return frame
+    rounds = frame.groupby("ref_id")["round"].transform("nunique")
+    return frame[rounds.to_numpy() >= 2]
+
+
+class ReferenceMonitor:
+    """Quality control by repeated timings of reference architectures.
+
+    Every QC round times each reference once (``timer``) and computes the spread
+    of every reference across the rounds that passed so far plus this one, with
+    :func:`check_references` (coefficient of variation, ``std / mean`` with
+    ddof 0); a reference with one round so far (the first round, or one added
+    to an older collection) is not judged yet. :meth:`run` times a round at the
+    start and after every batch, which is timed again (up to ``max_retries``
+    times) while its closing round fails. Every round is recorded in :attr:`rounds` (and passed to
+    ``on_round``), passing or not.
+
+    Parameters
+    ----------
+    references : sequence
+        Reference architectures (anything ``timer`` accepts).
+    timer : callable
+        ``timer(ref_id, reference) -> float or dict`` giving the latency in ms
+        (a dict needs ``latency_ms`` and may hold more statistics).
+    threshold : float
+        Largest allowed spread (0.03: the paper's 3%).
+    max_retries : int
+        How many times a batch is timed again after a failing round.
+    history : DataFrame, optional
+        Reference rows of earlier sessions (columns ``ref_id``, ``round``,
+        ``latency_ms`` and optionally ``passed`` and ``final``); rounds that
+        passed are the baseline of the new ones, numbering continues after them.
+    on_round : callable, optional
+        ``on_round(rows, outcome)`` after each round, with the round's reference
+        rows (dicts) and its outcome dict (e.g. to write them to a store).
+
+    Examples
+    --------
+    >>> levels = iter([1.0, 1.0, 1.3, 1.0])
+    >>> monitor = ReferenceMonitor(["ref"], lambda i, r: next(levels), max_retries=1)
+    >>> done = []
+    >>> _ = monitor.run([["a", "b"], ["c"]], lambda b, batch, retry: done.append((b, retry)))
+    >>> done
+    [(0, 0), (1, 0), (1, 1)]
+    >>> [o["passed"] for o in monitor.rounds]
+    [True, True, False, True]
+    """
+
+    def __init__(self, references: Sequence, timer: Callable, threshold: float = 0.03,
+                 max_retries: int = 2, history: pd.DataFrame | None = None,
+                 on_round: Callable | None = None):
+        self.references = list(references)
+        self.timer = timer
+        self.threshold = threshold
+        self.max_retries = max_retries
+        self.on_round = on_round
+        self.rounds: list[dict] = []
+        self._rows: list[dict] = []
+        if history is not None and len(history):
+            hist = history.copy()
+            for col in ("passed", "final"):
+                if col not in hist:
+                    hist[col] = True
+                hist[col] = hist[col].fillna(True).astype(bool)
+            self._history = hist
+            self._next_round = int(pd.to_numeric(hist["round"]).max()) + 1
+        else:
+            self._history = pd.DataFrame(columns=["ref_id", "round", "latency_ms", "passed", "final"])
+            self._next_round = 0
+        self.state = "not checked"
+
+    # The frames check_references sees.
+    def _frame(self, which: str) -> pd.DataFrame:
+        own = pd.DataFrame(self._rows, columns=["ref_id", "round", "latency_ms", "passed", "final"])
+        parts = [f for f in (self._history[own.columns], own) if len(f)]
+        frame = pd.concat(parts, ignore_index=True) if parts else own
+        return frame[frame[which].astype(bool)][["ref_id", "round", "latency_ms"]]
+
+    @staticmethod
+    def _spread(check: ReferenceCheck | None) -> float:
+        if check is None:
+            return 0.0
+        column = check.statistic if check.statistic in check.spread else "cv"
+        values = pd.to_numeric(check.spread[column], errors="coerce")
+        return float(values.max()) if len(values) else 0.0
+
+    def check(self, after_arch_id: int = -1, batch: int | None = None, retry: int = 0,
+              retryable: bool = False) -> dict:
+        """Time one round of references and judge it.
+
+        Returns the outcome dict: ``round``, ``batch``, ``retry``,
+        ``after_arch_id``, ``spread`` (largest spread over references),
+        ``passed``, ``final`` (False when the batch will be timed again) and
+        ``check`` (the :class:`~esm_sklearn.quality.ReferenceCheck`; None for
+        a first round, which passes as there is nothing to compare it with).
+        """
+        rnd = self._next_round
+        self._next_round += 1
+        rows = []
+        for ref_id, ref in enumerate(self.references):
+            result = self.timer(ref_id, ref)
+            stats = dict(result) if isinstance(result, dict) else {"latency_ms": float(result)}
+            if not np.isfinite(stats.get("latency_ms", np.nan)):
+                raise RuntimeError(f"reference {ref_id} gave no latency: {stats}")
+            rows.append({"ref_id": ref_id, "round": rnd, "after_arch_id": after_arch_id,
+                         "batch": batch, "retry": retry, **stats})
+        candidate = pd.DataFrame(rows)[["ref_id", "round", "latency_ms"]]
+        judged = _repeated(pd.concat([self._frame("passed"), candidate], ignore_index=True))
+        if len(judged):
+            check = check_references(judged, threshold=self.threshold)
+            passed = bool(check.passed)
+        else:  # a first round has nothing to be compared with
+            check, passed = None, True
+        final = passed or not retryable
+        for row in rows:
+            self._rows.append({"ref_id": row["ref_id"], "round": rnd,
+                               "latency_ms": row["latency_ms"], "passed": passed, "final": final})
+        outcome = {"round": rnd, "batch": batch, "retry": retry, "after_arch_id": after_arch_id,
+                   "n_references": len(rows), "spread": self._spread(check), "passed": passed,
+                   "final": final, "check": check}
+        self.rounds.append(outcome)
+        if passed:
+            self.state = f"ok {outcome['spread']:.1%}"
+        elif final:
+            self.state = f"FAILED {outcome['spread']:.1%}"
+        else:
+            self.state = f"retry {retry + 1}/{self.max_retries} ({outcome['spread']:.1%})"
+        if self.on_round is not None:
+            self.on_round(rows, outcome)
+        return outcome
+
+    def run(self, batches: Iterable[Sequence], measure_batch: Callable,
+            position: Callable[[], int] = lambda: -1) -> list[dict]:
+        """Check, then measure each batch and check after it, retrying failures.
+
+        ``measure_batch(batch_index, batch, retry)`` measures a batch;
+        ``position()`` gives the ``after_arch_id`` of a round. Returns
+        :attr:`rounds`.
+        """
+        self.check(position(), batch=None, retry=0, retryable=False)
+        for b, batch in enumerate(batches):
+            for retry in range(self.max_retries + 1):
+                measure_batch(b, batch, retry)
+                outcome = self.check(position(), batch=b, retry=retry,
+                                     retryable=retry < self.max_retries)
+                if outcome["passed"]:
+                    break
+        return self.rounds
+
+    def summary(self) -> ReferenceCheck | None:
+        """The check over every round that closes kept data (this and earlier sessions).
+
+        None before any reference has two such rounds; references with one
+        round (added to an older collection) are not judged yet.
+        """
+        frame = _repeated(self._frame("final"))
+        if not len(frame):
+            return None
+        return check_references(frame, threshold=self.threshold)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per round of this session: passed, spread, retry, ..."""
+        cols = ["round", "batch", "retry", "after_arch_id", "n_references", "spread",
+                "passed", "final"]
+        return pd.DataFrame([{k: o[k] for k in cols} for o in self.rounds], columns=cols)

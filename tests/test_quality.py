@@ -11,6 +11,7 @@ import pytest
 from esm_sklearn import MeasurementStore, check_references
 from esm_sklearn.quality import (
     ReferenceCheck,
+    ReferenceMonitor,
     drift_correct,
     drift_levels,
     reference_spread,
@@ -228,3 +229,54 @@ def test_store_export_feeds_drift_correct():
     assert out["drift_factor"].is_monotonic_increasing
     np.testing.assert_allclose(out["latency_ms"], out["latency_ms"].iloc[0], rtol=1e-12)
     np.testing.assert_allclose(out["latency_ms"], 1.5)  # scale of the references' median
+
+
+# ------------------------------------------------------- reference monitor
+def _monitor(levels, **kw):
+    """A monitor whose single reference takes ``levels[round]`` ms."""
+    it = iter(levels)
+    return ReferenceMonitor(["ref"], lambda ref_id, ref: next(it), **kw)
+
+
+def test_qc_stable_timer_passes_without_retries():
+    done = []
+    monitor = _monitor([10.0, 10.1, 9.9, 10.0], threshold=0.03, max_retries=2)
+    monitor.run([[1], [2], [3]], lambda b, batch, retry: done.append((b, retry)))
+    assert done == [(0, 0), (1, 0), (2, 0)]
+    qc = monitor.frame()
+    assert qc["passed"].all() and qc["final"].all() and list(qc["retry"]) == [0, 0, 0, 0]
+    assert monitor.summary().passed
+
+
+def test_qc_transient_drift_retimes_only_that_batch():
+    done = []
+    monitor = _monitor([10.0, 10.0, 13.0, 10.1, 10.0], threshold=0.03, max_retries=2)
+    monitor.run([[1], [2], [3]], lambda b, batch, retry: done.append((b, retry)))
+    assert done == [(0, 0), (1, 0), (1, 1), (2, 0)]
+    qc = monitor.frame()
+    assert list(qc["passed"]) == [True, True, False, True, True]
+    assert list(qc["final"]) == [True, True, False, True, True]
+    assert qc.loc[2, "spread"] > 0.03
+    # The drifting round is recorded but does not count against kept data.
+    assert monitor.summary().passed and monitor.summary().spread["n_rounds"].iloc[0] == 4
+
+
+def test_qc_persistent_drift_exhausts_retries_and_is_recorded():
+    done = []
+    monitor = _monitor([10.0, 10.0, 12.0, 12.5, 12.0, 10.0], threshold=0.03, max_retries=2)
+    monitor.run([[1], [2], [3]], lambda b, batch, retry: done.append((b, retry)))
+    # Batch 1 is timed 1 + max_retries times, then accepted as failed; batch 2 goes on.
+    assert done == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0)]
+    qc = monitor.frame()
+    assert list(qc["passed"]) == [True, True, False, False, False, True]
+    assert list(qc["final"]) == [True, True, False, False, True, True]
+    assert "FAILED" not in monitor.state  # the last round passed again
+    summary = monitor.summary()
+    assert not summary.passed and summary.spread["cv"].iloc[0] > 0.03
+
+
+def test_qc_history_is_the_baseline_of_a_resumed_session():
+    history = pd.DataFrame({"ref_id": [0, 0], "round": [0, 1], "latency_ms": [10.0, 10.0]})
+    monitor = _monitor([15.0], threshold=0.03, history=history)
+    outcome = monitor.check(after_arch_id=7)
+    assert outcome["round"] == 2 and not outcome["passed"] and outcome["after_arch_id"] == 7
