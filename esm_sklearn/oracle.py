@@ -15,7 +15,6 @@ strategies and encodings are compared offline.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import zlib
@@ -29,6 +28,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from . import timing
+from ._validation import check_fraction, check_int, check_real, plain
 from .collection import STAT_COLUMNS, Collection, stored_anchor_ms, timing_extra
 from .quality import ReferenceMonitor
 from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
@@ -48,10 +48,6 @@ _LUT_COLUMNS = [
     "space", "unit", "position", "kernel_size", "expand_ratio", "in_channels",
     "out_channels", "in_hw", "stride", "latency_ms", "std_ms", "runs",
 ]
-
-
-def _is_int(value, low: int) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
 
 
 def anchor_architecture(space) -> dict:
@@ -264,25 +260,16 @@ class TorchLatencyOracle(BaseEstimator):
         dev = _parse_device(self.device)
         for name, low in (("batch_size", 1), ("warmup", 0), ("runs", 1), ("n_references", 0),
                           ("max_retries", 0), ("min_runs", 1)):
-            if not _is_int(getattr(self, name), low):
-                raise ValueError(f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
+            check_int(getattr(self, name), name, low=low)
         for name in ("resolution", "check_every", "threads"):
-            value = getattr(self, name)
-            if value is not None and not _is_int(value, 1):
-                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
-        if not isinstance(self.trim, (int, float)) or not 0 <= self.trim < 0.5:
-            raise ValueError(f"trim must be in [0, 0.5), got {self.trim!r}")
-        if not isinstance(self.variance_threshold, (int, float)) or not self.variance_threshold > 0:
-            raise ValueError(f"variance_threshold must be > 0, got {self.variance_threshold!r}")
-        if self.rel_ci is not None and not (
-                isinstance(self.rel_ci, (int, float)) and not isinstance(self.rel_ci, bool)
-                and 0 < self.rel_ci < 1):
-            raise ValueError(f"rel_ci must be None or a number in (0, 1), got {self.rel_ci!r}")
-        if (not isinstance(self.burn_in, (int, float)) or isinstance(self.burn_in, bool)
-                or not 0 <= self.burn_in < math.inf):
-            raise ValueError(f"burn_in must be a number of seconds >= 0, got {self.burn_in!r}")
+            check_int(getattr(self, name), name, low=1, allow_none=True)
+        check_real(self.trim, "trim", low=0, high=0.5, high_open=True)
+        check_fraction(self.variance_threshold, "variance_threshold", include_one=False)
+        check_real(self.rel_ci, "rel_ci", low=0, high=1, low_open=True, high_open=True,
+                   allow_none=True, hint=" (0.01: +-1%)")
+        check_real(self.burn_in, "burn_in", low=0, hint=" (seconds)")
         if not isinstance(self.paired, (bool, np.bool_)):
-            raise ValueError(f"paired must be True or False, got {self.paired!r}")
+            raise ValueError(f"paired must be True or False, got {plain(self.paired)}")
         self._resolved_clock(dev)
         if not (self.store is None or isinstance(self.store, (str, os.PathLike, MeasurementStore))):
             raise ValueError(
@@ -391,8 +378,9 @@ class TorchLatencyOracle(BaseEstimator):
     def _input_seed(self) -> int:
         if self.random_state is None:
             return 0
-        if _is_int(self.random_state, 0):
-            return int(self.random_state)
+        if isinstance(self.random_state, (int, np.integer)) and not isinstance(
+                self.random_state, bool):
+            return int(self.random_state) % 2**32
         return int(check_random_state(self.random_state).randint(2**31))
 
     def _build(self, space: SearchSpace, arch: dict):
