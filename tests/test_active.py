@@ -212,7 +212,7 @@ def test_history_columns():
         + [f"n_added_bin{b}" for b in range(N_BINS)]
         + ["n_failed", "unfilled_bins", "accuracy"]
         + [f"acc_bin{b}" for b in range(N_BINS)]
-        + ["below_bins", "measure_seconds", "fit_seconds"]
+        + ["score", "score_se", "below_bins", "measure_seconds", "fit_seconds"]
     )
     assert list(est.history_.columns) == expected
     assert (est.history_[["measure_seconds", "fit_seconds"]] >= 0).all().all()
