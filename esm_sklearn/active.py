@@ -22,6 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_choice, check_fraction, check_int, plain
+from .candidates import PoolCandidates, SpaceCandidates, round_robin_cap
 from .metrics import binwise_accuracy, latency_accuracy
 from .oracle import TableOracle
 from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
@@ -84,115 +85,6 @@ def _check_weights(weights) -> tuple[float, float]:
     if not (np.isfinite(w1) and np.isfinite(w2) and w1 > 0 and w2 > 0):
         raise ValueError(f"weights must be a pair (w1, w2) of positive numbers, got {plain(weights)}")
     return w1, w2
-
-
-def _round_robin_cap(counts: np.ndarray, budget: int) -> np.ndarray:
-    """Cut per-bin ``counts`` to ``budget`` in total, one sample per bin in turn."""
-    counts = np.asarray(counts, dtype=int)
-    if counts.sum() <= budget:
-        return counts
-    out = np.zeros_like(counts)
-    while budget > 0:
-        for b in np.flatnonzero(out < counts):
-            if budget == 0:
-                break
-            out[b] += 1
-            budget -= 1
-    return out
-
-
-# ------------------------------------------------------------ candidate sets
-class _PoolCandidates:
-    """Candidates from a given pool: each can be drawn once."""
-
-    def __init__(self, archs: list[dict], bins: np.ndarray, n_bins: int):
-        self.archs = archs
-        self.remaining = [list(np.flatnonzero(bins == b)) for b in range(n_bins)]
-
-    def available(self, b: int) -> int:
-        return len(self.remaining[b])
-
-    def total_available(self) -> int:
-        return sum(len(r) for r in self.remaining)
-
-    def draw_bin(self, b: int, k: int, rng) -> list[dict]:
-        pool = self.remaining[b]
-        k = min(k, len(pool))
-        if k == 0:
-            return []
-        picks = set(rng.choice(len(pool), size=k, replace=False).tolist())
-        chosen = [pool[i] for i in sorted(picks)]
-        self.remaining[b] = [idx for i, idx in enumerate(pool) if i not in picks]
-        return [self.archs[i] for i in chosen]
-
-    def draw_random(self, k: int, rng) -> list[dict]:
-        flat = sorted(i for r in self.remaining for i in r)
-        k = min(k, len(flat))
-        if k == 0:
-            return []
-        chosen = {flat[i] for i in rng.choice(len(flat), size=k, replace=False)}
-        self.remaining = [[i for i in r if i not in chosen] for r in self.remaining]
-        return [self.archs[i] for i in sorted(chosen)]
-
-
-class _SpaceCandidates:
-    """Candidates drawn from the whole space, never the same architecture twice."""
-
-    def __init__(self, space: SearchSpace, n_bins: int):
-        self.space = space
-        self.n_bins = n_bins
-        self.seen: set[str] = set()
-        self.exhausted = [False] * n_bins
-
-    def available(self, b: int) -> float:
-        return 0 if self.exhausted[b] else math.inf
-
-    def total_available(self) -> float:
-        return 0 if all(self.exhausted) else math.inf
-
-    def draw_bin(self, b: int, k: int, rng) -> list[dict]:
-        if k <= 0 or self.exhausted[b]:
-            return []
-        out = self.space.sample_in_bin(b, k, self.n_bins, rng, exclude=self.seen)
-        if len(out) < k:
-            self.exhausted[b] = True
-        self.seen.update(arch_key(a) for a in out)
-        return out
-
-    def draw_random(self, k: int, rng) -> list[dict]:
-        out: list[dict] = []
-        for _ in range(50):
-            if len(out) >= k:
-                break
-            for arch in self.space.sample(k - len(out), strategy="random", random_state=rng):
-                key = arch_key(arch)
-                if key not in self.seen:
-                    self.seen.add(key)
-                    out.append(arch)
-        if len(out) < k:
-            self.exhausted = [True] * self.n_bins
-        return out
-
-
-class _ReplayOracle:
-    """A :class:`TableOracle` over the finite entries of ``(archs, y)``; the
-    others (NaN, inf) replay as failed measurements (NaN)."""
-
-    def __init__(self, archs: list[dict], y: np.ndarray, space: SearchSpace):
-        ok = np.isfinite(y)
-        self.failed = {arch_key(a) for a, good in zip(archs, ok, strict=True) if not good}
-        self.table = TableOracle(
-            [a for a, good in zip(archs, ok, strict=True) if good], y[ok], space=space
-        )
-
-    def measure(self, archs, space=None, sampling=None) -> np.ndarray:
-        failed = np.array([arch_key(a) in self.failed for a in archs], dtype=bool)
-        out = np.full(len(archs), np.nan)
-        if (~failed).any():
-            out[~failed] = self.table.measure(
-                [a for a, f in zip(archs, failed, strict=True) if not f], space=space
-            )
-        return out
 
 
 # -------------------------------------------------------------- estimator
@@ -464,7 +356,8 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
                     "fit got y and oracle= at once: y replays (X, y) through a TableOracle; "
                     "leave oracle=None, or call fit(X) to have the oracle measure X"
                 )
-            return _ReplayOracle(*replay)
+            archs, y, space = replay
+            return TableOracle(archs, np.where(np.isfinite(y), y, np.nan), space=space)
         if self.oracle is not None:
             return self.oracle
         from .oracle import TorchLatencyOracle
@@ -531,9 +424,9 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         oracle = self._make_oracle(replay)
         self._resolve_sizes(None if pool is None else len(pool))
         if pool is None:
-            candidates = _SpaceCandidates(space, n_bins)
+            candidates = SpaceCandidates(space, n_bins)
         else:
-            candidates = _PoolCandidates(pool, space.bin_index(pool, n_bins), n_bins)
+            candidates = PoolCandidates(pool, space.bin_index(pool, n_bins), n_bins)
         base = self._base_estimator(space, rng)
         cv_seed = int(rng.randint(np.iinfo(np.int32).max))
 
@@ -692,7 +585,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
             [min(int(r), candidates.available(b)) for b, r in enumerate(requested)], dtype=int
         )
         if budget < counts.sum():
-            counts = _round_robin_cap(counts, int(budget))
+            counts = round_robin_cap(counts, int(budget))
         groups = [candidates.draw_bin(b, int(c), rng) for b, c in enumerate(counts)]
         got = np.array([len(g) for g in groups], dtype=int)
         unfilled = tuple(int(b) for b in np.flatnonzero(got < requested))
