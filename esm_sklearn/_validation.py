@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_choice", "check_fraction", "check_int", "check_real", "plain"]
+__all__ = ["LATENCY_RANGE_MS", "check_choice", "check_fraction", "check_int", "check_real",
+           "plain"]
+
+# Plausible latencies of one inference, in ms: 1 ns .. about 2.8 hours. Values
+# outside (1e-320, 1e308, ...) are typing or unit errors and would overflow the
+# relative losses and accuracies downstream.
+LATENCY_RANGE_MS = (1e-6, 1e7)
 
 
 def plain(value: Any) -> str:

@@ -21,7 +21,7 @@ from sklearn.model_selection import KFold, check_cv, cross_val_predict
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_choice, check_fraction, check_int, plain
+from ._validation import LATENCY_RANGE_MS, check_choice, check_fraction, check_int, plain
 from .candidates import PoolCandidates, SpaceCandidates, round_robin_cap
 from .metrics import binwise_accuracy, latency_accuracy
 from .oracle import TableOracle
@@ -31,8 +31,6 @@ __all__ = ["ActiveLatencyEstimator", "balanced_extension_counts"]
 
 TERMINATION_CONDITIONS = ("threshold_reached", "plateau", "max_iter", "max_samples", "pool_exhausted")
 
-# Latencies outside this range (ms) are unit mistakes or float garbage, not timings.
-_LATENCY_RANGE_MS = (1e-9, 1e9)
 # "auto" sizes: the paper's (N_Test, N_I, N_Step), or this share of a smaller pool.
 _AUTO_SIZES = {"n_test": (200, 0.2), "n_initial": (300, 0.4), "n_step": (100, 0.1)}
 
@@ -673,12 +671,14 @@ def _check_latencies(y, n: int) -> np.ndarray:
         raise ValueError(
             f"y must hold one latency per architecture of X: got shape {y.shape} for {n} architectures"
         )
-    positive = y[np.isfinite(y) & (y > 0)]
-    if positive.size and not (_LATENCY_RANGE_MS[0] <= positive.min() and positive.max() <= _LATENCY_RANGE_MS[1]):
-        i = int(np.flatnonzero(np.isfinite(y) & (y > 0) & ((y < _LATENCY_RANGE_MS[0]) | (y > _LATENCY_RANGE_MS[1])))[0])
+    low, high = LATENCY_RANGE_MS
+    with np.errstate(invalid="ignore"):
+        implausible = np.isfinite(y) & (y > 0) & ((y < low) | (y > high))
+    if implausible.any():
+        i = int(np.flatnonzero(implausible)[0])
         raise ValueError(
             f"y[{i}] = {float(y[i]):g} ms is outside the plausible latency range "
-            f"{_LATENCY_RANGE_MS[0]:g}..{_LATENCY_RANGE_MS[1]:g} ms; give latencies in milliseconds"
+            f"{low:g}..{high:g} ms; give latencies in milliseconds"
         )
     return y
 
