@@ -163,6 +163,7 @@ def run_one(name, space, archs, y, strategy, seed, threshold, sizes, args, test_
         make_latency_pipeline(regressor=args.regressor, space=space, random_state=seed),
         space=space.name, strategy=strategy, n_initial=n_initial, n_step=n_step,
         n_test=n_test, n_bins=args.n_bins, acc_threshold=threshold, max_iter=args.max_iter,
+        plateau_patience=None,  # the paper's protocol: extend until the threshold or max_iter
         random_state=seed,
     )
     start = time.perf_counter()
