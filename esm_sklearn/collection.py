@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,28 @@ def stored_anchor_ms(store: MeasurementStore, skey: str) -> float | None:
     return None
 
 
+def _distinct_rounds(runs: pd.Series, rounds: pd.Series) -> list[int]:
+    """One round number per (run, round) for the monitor (H3, issue 9.3).
+
+    Rounds are numbered per run (``batch``; empty in old stores: run 1), so two
+    concurrent runs both have a round 0. A round keeps its number unless an
+    earlier run used it; then it gets a new one above every stored number.
+    """
+    runs = runs.fillna(1).astype(int).tolist()
+    rounds = rounds.astype(int).tolist()
+    top = max(rounds, default=-1)
+    owner: dict[int, int] = {}
+    ids: dict[tuple[int, int], int] = {}
+    for pair in sorted(set(zip(runs, rounds))):
+        run, rnd = pair
+        if owner.setdefault(rnd, run) == run:
+            ids[pair] = rnd
+        else:
+            top += 1
+            ids[pair] = top
+    return [ids[pair] for pair in zip(runs, rounds)]
+
+
 class Collection:
     """One :meth:`TorchLatencyOracle.measure` call over one space and setting.
 
@@ -106,6 +129,9 @@ class Collection:
         self.monitor: ReferenceMonitor | None = None
         self.bar: Any = None
         self.n_skipped = 0
+        # H3 (issue 9.3): a store run of its own; archs another live run claimed first.
+        self.run: int | None = None
+        self.deferred: list[tuple] = []
 
     # Step 1: what the store already holds under this setting.
     def resume_from_store(self) -> None:
@@ -120,7 +146,21 @@ class Collection:
         extras = [load_extra(e) for e in [*prev["extra"], *refs["extra"]]]
         self.number = max([0, *(e.get("session", 0) for e in extras)]) + 1
         self.anchor_ms = stored_anchor_ms(self.store, skey)
-        for row in prev.to_dict("records"):
+        self._take_stored(prev)
+        if len(refs):
+            for ref_id, key in zip(refs["ref_id"], refs["arch_key"], strict=True):
+                self.stored_refs.setdefault(int(ref_id), key)
+            self.ref_history = pd.DataFrame({
+                "ref_id": refs["ref_id"].astype(int),
+                "round": _distinct_rounds(refs["batch"], refs["qc_round"]),
+                "latency_ms": refs["latency_ms"].astype(float),
+                "passed": [load_extra(e).get("passed", True) for e in refs["extra"]],
+                "final": [load_extra(e).get("final", True) for e in refs["extra"]],
+            })
+
+    def _take_stored(self, rows: pd.DataFrame) -> None:
+        """Stored architecture rows as results (resume, and archs other runs timed)."""
+        for row in rows.to_dict("records"):
             old = self.results.get(row["arch_key"])
             # The last ok row wins; a failure only stands when nothing succeeded.
             if old is None or row["status"] == "ok" or old["status"] != "ok":
@@ -129,16 +169,53 @@ class Collection:
                     **{c: row.get(c) for c in STAT_COLUMNS}, "status": row["status"],
                     "error": row.get("error"), "skipped": True, "order": int(row["id"]),
                     "retries": extra.get("retry", 0), "seconds": extra.get("seconds")}
-        if len(refs):
-            for ref_id, key in zip(refs["ref_id"], refs["arch_key"], strict=True):
-                self.stored_refs.setdefault(int(ref_id), key)
-            self.ref_history = pd.DataFrame({
-                "ref_id": refs["ref_id"].astype(int),
-                "round": refs["qc_round"].astype(int),
-                "latency_ms": refs["latency_ms"].astype(float),
-                "passed": [load_extra(e).get("passed", True) for e in refs["extra"]],
-                "final": [load_extra(e).get("final", True) for e in refs["extra"]],
-            })
+
+    # H3 (issue 9.3): a run number of its own, allocated atomically by the store (two
+    # concurrent collections never share one); every row carries it in ``batch`` (the
+    # exports' ``run``, which scopes QC rounds). Fails on a read-only store, before timing.
+    def begin_run(self, n_todo: int) -> None:
+        if self.store is None:
+            return
+        self.run = self.store.begin_run(self.common["setting_key"],
+                                        {"space": self.space.name, "n": n_todo})
+        self.number = self.run
+        self.common["batch"] = self.run
+
+    def end_run(self) -> None:
+        if self.store is not None and self.run is not None:
+            self.store.end_run(self.run)
+
+    def _claimed_elsewhere(self, key: str) -> bool:
+        """Whether another run measured ``key`` or is timing it (checked right before timing)."""
+        if self.run is None:
+            return False
+        return self.store.claim(self.common["setting_key"], key, self.run) != "ok"
+
+    def wait_for_others(self, poll: float = 0.2) -> None:
+        """Results of the archs other runs claimed: read once stored; a stale claim
+        (its run ended or died first) is taken over and the arch timed here."""
+        n_waited = 0
+        while self.deferred:
+            waiting = []
+            for b, key, arch, label in self.deferred:
+                status = self.store.claim(self.common["setting_key"], key, self.run)
+                if status == "ok":
+                    if self.bar is not None:
+                        self.bar.total += 1
+                    stats = self.oracle._time_arch(self.space, arch, self.dev)
+                    self.record_arch(key, arch, label, stats, b, 0)
+                elif status == "measured":
+                    n_waited += 1
+                else:
+                    waiting.append((b, key, arch, label))
+            self.deferred = waiting
+            if waiting:
+                time.sleep(poll)
+        if n_waited:
+            rows = self.store.frame(kind="arch", setting_key=self.common["setting_key"])
+            missing = {k for k, v in self.results.items() if v is None}
+            self._take_stored(rows[rows["arch_key"].isin(missing)])
+            self.n_skipped += n_waited
 
     def plan(self, keys: list[str], canon: list[dict], labels: list) -> list[tuple]:
         """``(key, arch, label)`` of each distinct architecture not yet recorded."""
@@ -220,8 +297,17 @@ class Collection:
     def measure_batch(self, b: int, batch: list[tuple], retry: int) -> None:
         if retry and self.bar is not None:
             self.bar.total += len(batch)
+            # H3 (issue 9.9): say why the bar's total grows.
+            self.bar.write(f"quality control failed ({self.monitor.state}): timing the last "
+                           f"{len(batch)} architecture(s) again (retry {retry} of "
+                           f"{self.oracle.max_retries}); the bar's total grows by {len(batch)}")
             self.bar.refresh()
         for key, arch, label in batch:
+            if not retry and self._claimed_elsewhere(key):  # H3 (issue 9.3)
+                self.deferred.append((b, key, arch, label))
+                if self.bar is not None:
+                    self.bar.update(1)
+                continue
             stats = self.oracle._time_arch(self.space, arch, self.dev)
             self.record_arch(key, arch, label, stats, b, retry)
 
@@ -245,10 +331,15 @@ class Collection:
                     references, self.time_reference, threshold=oracle.variance_threshold,
                     max_retries=int(oracle.max_retries), history=self.ref_history,
                     on_round=self.record_reference_round)
+                if self.bar is not None:  # H3 (issue 9.9): the bar stays at 0 meanwhile
+                    self.bar.write(f"timing {len(references)} reference architectures for "
+                                   "quality control first (again after every "
+                                   f"{step} architectures) ...")
                 self.monitor.run(batches, self.measure_batch, position=lambda: self.position)
             else:
                 for b, batch in enumerate(batches):
                     self.measure_batch(b, batch, 0)
+            self.wait_for_others()  # H3 (issue 9.3)
         finally:
             if self.bar is not None:
                 self.bar.close()

@@ -546,9 +546,14 @@ class TorchLatencyOracle(BaseEstimator):
         todo = run.plan(keys, canon, labels)
         references = self.reference_archs(space, run.stored_refs) if todo else []
         session.warm_archs = references
-        if self.progress and todo:
-            run.open_progress_bar(len(todo))
-        run.run_batches(todo, references)
+        if todo:
+            run.begin_run(len(todo))  # H3 (issue 9.3): before any timing
+        try:
+            if self.progress and todo:
+                run.open_progress_bar(len(todo))
+            run.run_batches(todo, references)
+        finally:
+            run.end_run()  # H3 (issue 9.3): releases the claims, also on Ctrl-C
         self.anchor_ms_ = session.anchor_ms
         for name, value in run.finish(keys, labels).items():
             setattr(self, name, value)

@@ -65,7 +65,7 @@ def test_fit_replay_saves_the_estimator_and_prints_its_run(fitted):
     assert isinstance(est, ActiveLatencyEstimator)
     table = load_bundled(TABLE)
     # 130 rows are too few for the paper's 200/300/100: the sizes are scaled to the table.
-    assert (est.n_test, est.n_initial, est.n_step) == (26, 52, 13)
+    assert (est.n_test_, est.n_initial_, est.n_step_) == (26, 52, 13)
     assert "scaled down" in out
     assert len(est.X_train_) + len(est.X_test_) <= len(table.data)
     assert not {arch_key(a) for a in est.X_train_} & {arch_key(a) for a in est.X_test_}
@@ -178,8 +178,9 @@ def test_evaluate_a_csv_path_and_a_plain_pipeline(tmp_path, capsys):
         (["fit", "--table", TABLE, "--runs", "3"], "--runs only apply"),
         (["fit", "--table", TABLE, "--space", "densenet"], "does not match"),
         (["fit"], "give --space"),
-        (["fit", "--help-table", "."], "needs --help-device"),
-        (["fit", "--space", "resnet", "--help-device", "pixel3"], "need --help-table"),
+        (["fit", "--help-data", "."], "needs --help-target-device"),
+        (["fit", "--help-table", "."], "needs --help-target-device"),  # the old spelling
+        (["fit", "--space", "resnet", "--help-target-device", "pixel3"], "does not match"),
         (["fit", "--table", TABLE, "--acc-threshold", "95"], "--acc-threshold must be a fraction"),
         (["fit", "--table", TABLE, "--space", "nope"], "unknown search space"),
         (["evaluate", "--model", "missing.joblib", "--table", TABLE], "model file not found"),

@@ -145,3 +145,70 @@ def test_collect_requires_a_store(capsys):
     with pytest.raises(SystemExit):
         main(["collect", "--space", "mobilenetv3", "--n", "2"])
     assert "--store" in capsys.readouterr().err
+
+
+# ------------------------------------- issue 9 item 3: two collects into one store at once
+_CONCURRENT = r'''
+import os, sys, time
+from pathlib import Path
+from esm_sklearn import TorchLatencyOracle
+from esm_sklearn.spaces import arch_key
+
+sync, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+def fake(self, space, arch, dev):
+    mine = sync / f"ready{os.getpid()}"
+    if not mine.exists():  # both processes start timing together
+        mine.touch()
+        deadline = time.monotonic() + 120
+        while len(list(sync.glob("ready*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    with open(log, "a") as fh:
+        fh.write(arch_key(arch) + "\n")
+    time.sleep(0.05)
+    lat = 1.0 + sum(arch["depth"])
+    return {"latency_ms": lat, "median_ms": lat, "min_ms": lat, "p90_ms": lat,
+            "std_ms": 0.0, "runs": 3, "status": "ok", "error": None}
+
+TorchLatencyOracle._time_arch = fake
+from esm_sklearn.cli import main
+sys.exit(main(sys.argv[3:]))
+'''
+
+
+def test_two_concurrent_collects_then_a_third_time_each_arch_once(tmp_path, monkeypatch, capsys):
+    n, store = 12, tmp_path / "shared.sqlite"
+    argv = _args(store, n, "--n-references", "2", "--check-every", "4", "--seed", "1")
+    script = tmp_path / "collect_fake.py"
+    script.write_text(_CONCURRENT)
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    logs = [tmp_path / f"timed{i}.txt" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(sync), str(log), *argv],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for log in logs]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "measured" in out and "QC passed" in out
+
+    expected = {arch_key(a) for a in _collect_archs(get_space("mobilenetv3"), n, "balanced", 5, 1)[0]}
+    with MeasurementStore(store) as s:
+        rows = s.frame("arch")
+        refs = s.frame("reference")
+        ref_keys = set(refs["arch_key"])
+        assert rows["arch_key"].is_unique and set(rows["arch_key"]) == expected
+        assert sorted(rows["batch"].unique()) == sorted(refs["batch"].unique())
+        assert refs["batch"].nunique() == 2  # each process its own run number
+        table = s.to_references_table()
+        assert not table.duplicated(["run", "ref_id", "round"]).any()
+    timed = [k for log in logs for k in log.read_text().split() if k not in ref_keys]
+    assert sorted(timed) == sorted(expected)  # no architecture timed twice
+
+    # A third run of the same command works (no "more than one timing" error) and times nothing.
+    calls = _fake_timer(monkeypatch)
+    assert main([*argv, "--export", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"measured 0, failed 0, skipped (already in store) {n}" in out and not calls
+    assert len(pd.read_csv(tmp_path / "t.csv")) == n
