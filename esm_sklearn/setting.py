@@ -31,6 +31,7 @@ __all__ = [
     "SettingMismatchWarning",
     "check_setting",
     "make_setting",
+    "record_setting",
     "setting_from_table",
 ]
 
@@ -167,6 +168,30 @@ def setting_from_table(table, device=None, n_bins: int = 5) -> dict:
         source=source,
         n_bins=n_bins,
     )
+
+
+def record_setting(model, setting: Mapping, archs=None, n_bins: int | None = None):
+    """Store ``setting`` as ``model.setting_`` and, given the training ``archs``, an
+    :class:`OODScorer` fitted on them as ``model.ood_``; return ``model``.
+
+    For a fitted predictor (a Pipeline included) whose setting its maker knows,
+    e.g. after ``make_latency_pipeline(...).fit(table.data, table.target)``.
+
+    Examples
+    --------
+    >>> from esm_sklearn import make_latency_pipeline
+    >>> from esm_sklearn.datasets import load_bundled
+    >>> table = load_bundled("h200_resnet_b32")
+    >>> model = make_latency_pipeline("fcc", "ridge").fit(table.data, table.target)
+    >>> model = record_setting(model, setting_from_table(table), table.data)
+    >>> model.setting_["batch_size"], model.ood_.n_rows_
+    (32, 130)
+    """
+    model.setting_ = dict(setting)
+    if archs is not None:
+        bins = n_bins if n_bins is not None else (setting.get("n_bins") or 5)
+        model.ood_ = OODScorer(space=setting.get("space"), n_bins=bins).fit(archs)
+    return model
 
 
 def _device_matches(setting: Mapping, asked) -> bool:

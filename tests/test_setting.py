@@ -17,6 +17,7 @@ from esm_sklearn.setting import (
     SettingMismatchWarning,
     check_setting,
     make_setting,
+    record_setting,
     setting_from_table,
 )
 
@@ -106,3 +107,16 @@ def test_ood_scorer_rejects_bad_parameters_and_data():
     ood = OODScorer(space="densenet").fit(archs)
     with pytest.raises(ValueError, match="kernel_size"):
         ood.ood_score([dict(archs[0], kernel_size=[2, 3, 3, 3, 3])])
+
+
+def test_record_setting_travels_with_a_pickled_pipeline():
+    table = load_bundled("h200_resnet_b32")
+    model = make_pipeline(FCCEncoder(space="resnet"), Ridge()).fit(table.data, table.target)
+    record_setting(model, setting_from_table(table), table.data)
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    loaded = joblib.load(io.BytesIO(buf.getvalue()))
+    assert loaded.setting_ == model.setting_ and loaded.setting_["batch_size"] == 32
+    assert loaded.ood_.is_ood([CORNER]).tolist() == [True]
+    with pytest.warns(SettingMismatchWarning, match="batch_size: fitted for 32, asked about 1"):
+        check_setting(loaded, batch_size=1, device="h200")
