@@ -21,7 +21,7 @@ import numpy as np
 
 from esm_sklearn import get_space, make_latency_pipeline
 from esm_sklearn.datasets import load_bundled
-from esm_sklearn.setting import OODScorer
+from esm_sklearn.setting import check_setting, record_setting, setting_from_table
 
 
 def rank(params: np.ndarray, latency: np.ndarray, budget: float) -> np.ndarray:
@@ -64,7 +64,8 @@ def main(argv=None) -> None:
     table = load_bundled("h200_resnet_b32")
     predictor = make_latency_pipeline(space="resnet", random_state=0, max_epochs=args.max_epochs)
     predictor.fit(table.data, table.target)
-    ood = OODScorer().fit(table.data)
+    record_setting(predictor, setting_from_table(table), table.data)
+    check_setting(predictor, space=space, device="h200", batch_size=32)  # warns if not
     budget = args.budget_ms if args.budget_ms is not None else float(np.percentile(table.target, 25))
     print(f"budget {budget:.2f} ms predicted on the H200 at batch 32; population "
           f"{args.population}, {args.generations} generations")
@@ -73,7 +74,7 @@ def main(argv=None) -> None:
     archs, params, latency = evolve(space, predictor, budget, args.population, args.generations, rng)
     top = archs[: args.top]
     print(f"\n{'params_M':>9} {'pred_ms':>8} {'ood':>5}  depth")
-    for arch, n, ms, score in zip(top, params, latency, ood.ood_score(top)):
+    for arch, n, ms, score in zip(top, params, latency, predictor.ood_.ood_score(top)):
         print(f"{n / 1e6:9.1f} {ms:8.2f} {score:5.2f}  {arch['depth']}")
     if latency[0] > budget:
         print("no architecture is predicted under the budget; raise --budget-ms")

@@ -25,14 +25,15 @@ import optuna
 
 from esm_sklearn import get_space, make_latency_pipeline
 from esm_sklearn.datasets import load_bundled
-from esm_sklearn.setting import OODScorer, check_setting, setting_from_table
+from esm_sklearn.setting import check_setting, record_setting, setting_from_table
 
 
 def fit_predictor(max_epochs: int):
     table = load_bundled("h200_resnet_b32")
     predictor = make_latency_pipeline(space="resnet", random_state=0, max_epochs=max_epochs)
     predictor.fit(table.data, table.target)
-    return predictor, setting_from_table(table), OODScorer().fit(table.data)
+    # setting_ (device, batch size, resolution, source) and ood_ travel with the predictor.
+    return record_setting(predictor, setting_from_table(table), table.data)
 
 
 def search(space, predictor, n_trials: int, population: int, seed: int) -> optuna.Study:
@@ -61,9 +62,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     space = get_space("resnet")
-    predictor, setting, ood = fit_predictor(args.max_epochs)
+    predictor = fit_predictor(args.max_epochs)
+    setting, ood = predictor.setting_, predictor.ood_
     # The predictor is valid for the setting it was measured in: say which one we search for.
-    check_setting(setting, space=space, device="h200", batch_size=32, resolution=224)
+    check_setting(predictor, space=space, device="h200", batch_size=32, resolution=224)
     print(f"predictor: {setting['device']}, batch {setting['batch_size']}, resolution "
           f"{setting['resolution']}, {setting['n_rows']} training archs ({setting['source']})")
     print(f"search: NSGA-II over {len(space.vector_columns)} integer genes, {args.n_trials} "
