@@ -23,7 +23,29 @@ from .spaces import as_arch_list
 __all__ = ["ConformalLatencyRegressor"]
 
 METHODS = ("cross", "split")
-SCORES = ("gamma", "absolute")
+SCORES = ("log", "gamma", "absolute")
+
+
+class _LogLatencyRegressor(RegressorMixin, BaseEstimator):
+    """``estimator`` seen on the log scale: fitted on ``exp(t)``, predicts ``log``.
+
+    MAPIE's absolute score on this scale is ``|log y - log y_hat|``: symmetric
+    (one quantile, so 90% bounds need 9 samples, not the 19 of the asymmetric
+    gamma score) and multiplicative once mapped back.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        self.estimator_ = clone(self.estimator).fit(X, np.exp(np.asarray(y, dtype=float)))
+        self.fitted_ = True  # one of the attributes MAPIE looks for to tell a fitted model
+        return self
+
+    def predict(self, X):
+        pred = np.asarray(self.estimator_.predict(X), dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.where(pred > 0, pred, np.nan))
 
 
 def _as_object_array(archs: list) -> np.ndarray:
@@ -48,11 +70,13 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
     ``2 * confidence_level - 1`` in theory, close to ``confidence_level`` in
     practice).
 
-    ``conformity_score="gamma"`` (default) scores ``|y - y_hat| / y_hat``, so
-    the bounds are ``y_hat * (1 -+ q)``: multiplicative, as latency errors are
-    (a 10% error on a 2 ms and on a 50 ms model alike). On the HELP tables it
-    gave the nominal coverage with bounds 20-40% narrower on fast models than
-    ``"absolute"`` (``studies/transfer_study.py``).
+    ``conformity_score="log"`` (default) scores ``|log y - log y_hat|``, so the
+    bounds are ``y_hat * exp(-+q)``: multiplicative, as latency errors are (a
+    10% error on a 2 ms and on a 50 ms model alike), and symmetric, so 90%
+    bounds need only 9 samples. ``"gamma"`` (MAPIE's ``|y - y_hat| / y_hat``)
+    is also multiplicative but takes its two quantiles separately (19 samples
+    for 90%); ``"absolute"`` gives bounds of one width in ms for fast and slow
+    models. ``docs/results/transfer.md`` compares them on the HELP tables.
 
     Parameters
     ----------
@@ -62,7 +86,7 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
     confidence_level : float, default=0.9
         Target coverage of the bounds, in (0, 1).
     method : {"cross", "split"}, default="cross"
-    conformity_score : {"gamma", "absolute"} or MAPIE score, default="gamma"
+    conformity_score : {"log", "gamma", "absolute"} or MAPIE score, default="log"
     cv : int, default=5
         Folds for ``method="cross"`` (at most the number of samples).
     calibration_size : float, default=0.3
@@ -105,7 +129,7 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
         confidence_level=0.9,
         *,
         method="cross",
-        conformity_score="gamma",
+        conformity_score="log",
         cv=5,
         calibration_size=0.3,
         random_state=None,
@@ -144,8 +168,17 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
         if self.estimator is None:
             from .predictors import make_latency_pipeline  # torch only when needed
 
-            return make_latency_pipeline(random_state=self.random_state)
-        return clone(self.estimator)
+            estimator = make_latency_pipeline(random_state=self.random_state)
+        else:
+            estimator = clone(self.estimator)
+        return _LogLatencyRegressor(estimator) if self._log else estimator
+
+    @property
+    def _log(self) -> bool:
+        return isinstance(self.conformity_score, str) and self.conformity_score == "log"
+
+    def _score(self):
+        return "absolute" if self._log else self.conformity_score
 
     def fit(self, X, y):
         """Fit the predictor and conformalize its bounds.
@@ -172,26 +205,38 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {n} architectures but y has {len(y)} latencies")
         if n < 2:
             raise ValueError(f"conformal bounds need at least 2 samples, got {n}")
-        bad = ~np.isfinite(y) | ((y <= 0) if self.conformity_score == "gamma" else False)
+        relative = isinstance(self.conformity_score, str) and self.conformity_score in ("log", "gamma")
+        bad = ~np.isfinite(y) | ((y <= 0) if relative else False)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            rule = "positive finite" if self.conformity_score == "gamma" else "finite"
+            rule = "positive finite" if relative else "finite"
             raise ValueError(f"y must hold {rule} latencies (ms); y[{i}] = {float(y[i])}")
         seed = check_random_state(self.random_state).randint(2**31 - 1)
         Xo = _as_object_array(archs)
+        target = np.log(y) if self._log else y
         if self.method == "cross":
             folds = KFold(min(int(self.cv), n), shuffle=True, random_state=seed)
             self.mapie_ = CrossConformalRegressor(
                 self._estimator(), confidence_level=float(self.confidence_level),
-                conformity_score=self.conformity_score, method="plus", cv=folds,
-            ).fit_conformalize(Xo, y)
+                conformity_score=self._score(), method="plus", cv=folds,
+            ).fit_conformalize(Xo, target)
         else:
             X_fit, X_cal, y_fit, y_cal = train_test_split(
-                Xo, y, test_size=float(self.calibration_size), random_state=seed
+                Xo, target, test_size=float(self.calibration_size), random_state=seed
             )
+            alpha = 1 - float(self.confidence_level)
+            # MAPIE's bound on calibration size (one quantile, or two for gamma)
+            needed = int(np.ceil((1 if self._score() != "gamma" else 2) / alpha - 1 - 1e-9))
+            if len(y_cal) < needed:
+                raise ValueError(
+                    f"method='split' conformalizes on {len(y_cal)} of the {n} samples "
+                    f"(calibration_size={self.calibration_size}); confidence_level="
+                    f"{self.confidence_level} needs at least {needed}: give more samples "
+                    "or use method='cross'"
+                )
             self.mapie_ = SplitConformalRegressor(
                 self._estimator(), confidence_level=float(self.confidence_level),
-                conformity_score=self.conformity_score, prefit=False,
+                conformity_score=self._score(), prefit=False,
             ).fit(X_fit, y_fit).conformalize(X_cal, y_cal)
         self.n_samples_fit_ = n
         return self
@@ -208,7 +253,8 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self, "mapie_")
-        return np.asarray(self.mapie_.predict(_as_object_array(as_arch_list(X))), dtype=float)
+        pred = np.asarray(self.mapie_.predict(_as_object_array(as_arch_list(X))), dtype=float)
+        return np.exp(pred) if self._log else pred
 
     def predict_interval(self, X) -> np.ndarray:
         """Lower and upper latency bounds (ms) at ``confidence_level``.
@@ -233,5 +279,7 @@ class ConformalLatencyRegressor(RegressorMixin, BaseEstimator):
             warnings.simplefilter("ignore", UserWarning)
             _, bounds = self.mapie_.predict_interval(Xo, allow_infinite_bounds=True)
         bounds = np.asarray(bounds, dtype=float)[:, :, 0]
+        if self._log:
+            return np.exp(bounds)
         bounds[:, 0] = np.maximum(bounds[:, 0], 0.0)
         return bounds
