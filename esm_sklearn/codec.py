@@ -7,6 +7,9 @@ the space for the whole batch with numpy. Anything not in exact canonical form
 goes through :meth:`SearchSpace.validate`, which canonicalises it (``0.667``
 -> ``0.6667``) or raises a ``ValueError`` naming the unit, block, field and
 the allowed values.
+
+It reads only a space's facts, so it sits below :mod:`esm_sklearn.spaces`
+(the parameter and FLOP counts of a space use it too).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from numbers import Real
 
 import numpy as np
 
-from .spaces import SearchSpace, _same_choice, as_arch_list, load_arch
+from .archs import _same_choice, as_arch_list, load_arch
 
 
 class _Fallback(Exception):
@@ -88,7 +91,7 @@ class _Codec:
     or raises its ``ValueError``.
     """
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space):
         self.space = space
         self.name = space.name
         self.n_units = space.n_units

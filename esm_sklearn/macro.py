@@ -21,6 +21,9 @@ the HELP tables:
 - ``densenet``: 7x7 stem and max-pool, 5 dense units (growth 32) with
   transitions between them, BN-ReLU-pool-linear head.
 - ``ofa_mobilenetv3``: the Once-for-All MobileNetV3 (the HELP tables' space).
+- ``fbnet``: FBNet's macro-architecture (stem 16, stages of widths 16, 24,
+  32, 64, 112, 184, 352, head 1504); an empty stage that changes shape
+  becomes a 1x1 projection.
 
 This module imports nothing from the package. Functions that need a model
 (:meth:`BlockSpec.build`) name their builder as a dotted path
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BLOCK_BUILDER",
+    "BUILTIN_SPACES",
     "MACROS",
     "BlockSpec",
     "Macro",
@@ -136,8 +140,9 @@ class BlockSpec:
     unit : int
         0-based unit; a DenseNet transition carries the unit it follows.
     position : str
-        ``"first"`` or ``"rest"`` (ResNet, MobileNetV3, OFA), ``"dense_layer"``
-        or ``"transition"`` (DenseNet).
+        ``"first"`` or ``"rest"`` (ResNet, MobileNetV3, OFA, FBNet),
+        ``"projection"`` (what stands for an empty FBNet stage),
+        ``"dense_layer"`` or ``"transition"`` (DenseNet).
     kernel_size : int or None
         None for a transition.
     expand_ratio : float or None
@@ -147,6 +152,8 @@ class BlockSpec:
     in_hw : int
         Height (= width) of the input feature map.
     stride : int
+    groups : int
+        Groups of the 1x1 convolutions (FBNet; 1 elsewhere).
     """
 
     space: str
@@ -158,6 +165,7 @@ class BlockSpec:
     out_channels: int
     in_hw: int
     stride: int
+    groups: int = 1
 
     @property
     def out_hw(self) -> int:
@@ -196,8 +204,9 @@ class Macro:
     ----------
     name : str
         The space.
-    block : {"bottleneck", "inverted_residual", "dense"}
-        Kind of the searched blocks.
+    block : {"bottleneck", "inverted_residual", "fbnet", "dense"}
+        Kind of the searched blocks (``"fbnet"``: an inverted residual whose
+        1x1 convs have ``groups`` groups, with a channel shuffle).
     stem, head : tuple of tuple
         Layers before the first and after the last unit (see the module
         source for the layer tuples).
@@ -274,38 +283,66 @@ class Macro:
                      for layer in self.head)
 
     # --------------------------------------------------------------- specs
+    def unit_geometry(self, resolution) -> list[tuple[int, int, int, int]]:
+        """``(in_hw, in_channels, out_channels, stride)`` of every unit's first
+        block (not for ``"dense"``): a unit always starts from the previous
+        unit's width, an empty unit being replaced by its projection."""
+        hws = self.unit_input_hw(resolution)
+        ins = (self.stem_width, *self.widths[:-1])
+        return list(zip(hws, ins, self.widths, self.strides, strict=True))
+
+    def block_spec(self, unit: int, first: bool, combo: tuple, geometry) -> BlockSpec:
+        """The spec of a block of ``unit`` (its first one or a later one) taking
+        the block choices ``combo`` = ``(kernel_size, expand_ratio[, groups])``."""
+        hw, in_channels, width, stride = geometry[unit]
+        k, e, *g = combo
+        groups = int(g[0]) if g else 1
+        if first:
+            return BlockSpec(self.name, unit, "first", int(k), float(e), in_channels, width, hw, stride, groups)
+        return BlockSpec(
+            self.name, unit, "rest", int(k), float(e), width, width, strided(hw, stride), 1, groups
+        )
+
+    def projection_spec(self, unit: int, geometry) -> BlockSpec | None:
+        """What stands for an empty ``unit``: a 1x1 conv-BN-ReLU projection with
+        the unit's stride when the unit changes shape, else nothing (identity)."""
+        hw, in_channels, width, stride = geometry[unit]
+        if in_channels == width and stride == 1:
+            return None
+        return BlockSpec(self.name, unit, "projection", 1, None, in_channels, width, hw, stride)
+
     def arch_specs(self, arch: Mapping, resolution: int) -> list[BlockSpec]:
         """The spec of every block (and transition) of a *canonical* ``arch``.
 
         The architecture is not validated here:
         :meth:`SearchSpace.arch_block_specs` validates first.
         """
-        hws = self.unit_input_hw(resolution)
-        name = self.name
-        specs: list[BlockSpec] = []
         if self.block == "dense":
-            c, growth = self.stem_width, self.growth
-            for unit, (d, k, hw) in enumerate(zip(arch["depth"], arch["kernel_size"], hws)):
-                k = int(k)
-                for _ in range(d):
-                    specs.append(BlockSpec(name, unit, "dense_layer", k, None, c, c + growth, hw, 1))
-                    c += growth
-                if unit < self.n_units - 1:
-                    specs.append(BlockSpec(name, unit, "transition", None, None, c, c // 2, hw, 2))
-                    c //= 2
-            return specs
-        in_channels = self.stem_width
-        for unit, (hw, width, stride) in enumerate(zip(hws, self.widths, self.strides)):
-            kernels, ratios = arch["kernel_size"][unit], arch["expand_ratio"][unit]
-            for b, (k, e) in enumerate(zip(kernels, ratios)):
-                if b == 0:
-                    specs.append(
-                        BlockSpec(name, unit, "first", int(k), float(e), in_channels, width, hw, stride)
-                    )
-                    hw = strided(hw, stride)
-                else:
-                    specs.append(BlockSpec(name, unit, "rest", int(k), float(e), width, width, hw, 1))
-            in_channels = width
+            return self._dense_arch_specs(arch, resolution)
+        geometry = self.unit_geometry(resolution)
+        fields = [arch["kernel_size"], arch["expand_ratio"]]
+        if "groups" in arch:
+            fields.append(arch["groups"])
+        specs: list[BlockSpec] = []
+        for unit, d in enumerate(arch["depth"]):
+            if d == 0:
+                projection = self.projection_spec(unit, geometry)
+                specs.extend([projection] if projection is not None else [])
+            for b, combo in enumerate(zip(*(f[unit] for f in fields))):
+                specs.append(self.block_spec(unit, b == 0, combo, geometry))
+        return specs
+
+    def _dense_arch_specs(self, arch: Mapping, resolution: int) -> list[BlockSpec]:
+        hws = self.unit_input_hw(resolution)
+        name, c, growth = self.name, self.stem_width, self.growth
+        specs: list[BlockSpec] = []
+        for unit, (d, k, hw) in enumerate(zip(arch["depth"], arch["kernel_size"], hws)):
+            for _ in range(d):
+                specs.append(BlockSpec(name, unit, "dense_layer", int(k), None, c, c + growth, hw, 1))
+                c += growth
+            if unit < self.n_units - 1:
+                specs.append(BlockSpec(name, unit, "transition", None, None, c, c // 2, hw, 2))
+                c //= 2
         return specs
 
     def all_specs(
@@ -317,55 +354,49 @@ class Macro:
     ) -> list[BlockSpec]:
         """Every distinct block of a space with these depth bounds and choices.
 
-        ``choices`` are the ``(kernel_size, expand_ratio)`` block combinations,
-        or the kernel sizes of a dense space. See
+        ``choices`` are the block combinations ``(kernel_size, expand_ratio[,
+        groups])``, or the kernel sizes of a dense space. See
         :meth:`SearchSpace.block_specs` for the order and the DenseNet grid.
         """
-        hws = self.unit_input_hw(resolution)
-        if len(depth_bounds) != len(hws):
+        if len(depth_bounds) != self.n_units:
             raise ValueError(
                 f"block_specs: space {self.name!r} has {len(depth_bounds)} units, "
-                f"its macro-architecture {len(hws)}"
+                f"its macro-architecture {self.n_units}"
             )
-        name = self.name
-        specs: list[BlockSpec] = []
         if self.block == "dense":
-            step = densenet_channel_step
-            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-                raise ValueError(f"densenet_channel_step must be a positive int, got {step!r}")
-            kernels = [int(k) for k in choices]
-            growth = self.growth
-            low = high = self.stem_width
-            for unit, (hw, (dmin, dmax)) in enumerate(zip(hws, depth_bounds, strict=True)):
-                if dmax >= 1:
-                    for c in _channel_grid(low, high + growth * (dmax - 1), step):
-                        specs += [
-                            BlockSpec(name, unit, "dense_layer", k, None, c, c + growth, hw, 1)
-                            for k in kernels
-                        ]
-                low, high = low + growth * dmin, high + growth * dmax
-                if unit < len(hws) - 1:
-                    specs += [
-                        BlockSpec(name, unit, "transition", None, None, c, c // 2, hw, 2)
-                        for c in _channel_grid(low, high, step)
-                    ]
-                    low, high = low // 2, high // 2
-            return specs
-        combos = [(int(k), float(e)) for k, e in choices]
-        in_channels = self.stem_width
-        for unit, (hw, width, stride, (_, dmax)) in enumerate(
-            zip(hws, self.widths, self.strides, depth_bounds, strict=True)
-        ):
-            specs += [
-                BlockSpec(name, unit, "first", k, e, in_channels, width, hw, stride)
-                for k, e in combos
-            ]
+            return self._dense_all_specs(depth_bounds, choices, resolution, densenet_channel_step)
+        geometry = self.unit_geometry(resolution)
+        specs: list[BlockSpec] = []
+        for unit, (dmin, dmax) in enumerate(depth_bounds):
+            specs += [self.block_spec(unit, True, combo, geometry) for combo in choices]
             if dmax >= 2:
-                rest_hw = strided(hw, stride)
+                specs += [self.block_spec(unit, False, combo, geometry) for combo in choices]
+            if dmin == 0 and self.projection_spec(unit, geometry) is not None:
+                specs.append(self.projection_spec(unit, geometry))
+        return specs
+
+    def _dense_all_specs(self, depth_bounds, kernels, resolution, step) -> list[BlockSpec]:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ValueError(f"densenet_channel_step must be a positive int, got {step!r}")
+        hws = self.unit_input_hw(resolution)
+        name, growth = self.name, self.growth
+        kernels = [int(k) for k in kernels]
+        specs: list[BlockSpec] = []
+        low = high = self.stem_width
+        for unit, (hw, (dmin, dmax)) in enumerate(zip(hws, depth_bounds, strict=True)):
+            if dmax >= 1:
+                for c in _channel_grid(low, high + growth * (dmax - 1), step):
+                    specs += [
+                        BlockSpec(name, unit, "dense_layer", k, None, c, c + growth, hw, 1)
+                        for k in kernels
+                    ]
+            low, high = low + growth * dmin, high + growth * dmax
+            if unit < len(hws) - 1:
                 specs += [
-                    BlockSpec(name, unit, "rest", k, e, width, width, rest_hw, 1) for k, e in combos
+                    BlockSpec(name, unit, "transition", None, None, c, c // 2, hw, 2)
+                    for c in _channel_grid(low, high, step)
                 ]
-            in_channels = width
+                low, high = low // 2, high // 2
         return specs
 
 
@@ -464,6 +495,70 @@ MACROS: dict[str, Macro] = {
         activations=("relu", "relu", "hswish", "hswish", "hswish"),
         se=(False, True, False, True, True),
         round_hidden=True,
+    ),
+    # FBNet (Wu et al. 2019, Table 1), the HELP tables' fbnet space. A stage may
+    # be empty ("skip" everywhere): a shape-changing empty stage is replaced by
+    # a 1x1 conv-BN-ReLU projection with its stride (Macro.projection_spec).
+    "fbnet": Macro(
+        "fbnet",
+        "fbnet",
+        stem=(("conv_bn", 3, 16, 3, 2, "relu"),),
+        head=(
+            ("conv_bn", "C", 1504, 1, 1, "relu"),
+            ("pool",),
+            ("flatten",),
+            ("linear", 1504, "N"),
+        ),
+        stem_width=16,
+        n_units=7,
+        widths=(16, 24, 32, 64, 112, 184, 352),
+        strides=(1, 2, 2, 2, 1, 2, 1),
+        activations=("relu",) * 7,
+        se=(False,) * 7,
+        round_hidden=True,
+    ),
+}
+
+
+# The built-in spaces' choices (SearchSpace keyword arguments; their builder
+# is esm_sklearn.models:build_from_macro and their macro the one above).
+BUILTIN_SPACES: dict[str, dict] = {
+    "resnet": dict(
+        n_units=4,
+        depth=(1, 7),
+        block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (0.5, 0.6667, 1.0)},
+        description="ESM Table I: bottleneck ResNet, 4 units of 1-7 blocks, widths 256..2048",
+    ),
+    "mobilenetv3": dict(
+        n_units=4,
+        depth=(1, 7),
+        block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (0.5, 0.6667, 1.0)},
+        description="ESM Table I: MobileNetV3 blocks, 4 units of 1-7 blocks, widths 16..128",
+    ),
+    "densenet": dict(
+        n_units=5,
+        depth=(1, 20),
+        unit_choices={"kernel_size": (1, 3, 5, 7, 9)},
+        description="ESM Table I: DenseNet, 5 units of 1-20 layers, one kernel size per unit",
+    ),
+    "ofa_mobilenetv3": dict(
+        n_units=5,
+        depth=(2, 4),
+        block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (3, 4, 6)},
+        global_choices={"resolution": tuple(range(128, 225, 4))},
+        description="Once-for-All MobileNetV3 (HELP tables): 5 units of 2-4 blocks, "
+        "resolution 128..224",
+    ),
+    "fbnet": dict(
+        n_units=7,
+        depth=[(0, 1), (0, 4), (0, 4), (0, 4), (0, 4), (0, 4), (0, 1)],
+        block_choices={"kernel_size": (3, 5), "expand_ratio": (1, 3, 6), "groups": (1, 2)},
+        block_combinations=[
+            (3, 1, 1), (3, 1, 2), (3, 3, 1), (3, 6, 1),
+            (5, 1, 1), (5, 1, 2), (5, 3, 1), (5, 6, 1),
+        ],
+        description="FBNet (HELP tables): 7 stages of at most 1,4,4,4,4,4,1 layers; "
+        "skip = no block",
     ),
 }
 

@@ -28,6 +28,7 @@ __all__ = [
     "BlockSpec",
     "Bottleneck",
     "DenseLayer",
+    "FBNetBlock",
     "InvertedResidual",
     "SqueezeExcite",
     "StagedNet",
@@ -181,6 +182,38 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_residual else y
 
 
+class FBNetBlock(nn.Module):
+    """FBNet block: group conv1x1 expand (ReLU) -> [channel shuffle] -> depthwise
+    kxk (stride, ReLU) -> group conv1x1 project, BN after every conv; residual
+    when ``stride == 1`` and ``in_channels == out_channels``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        hidden_channels: int,
+        stride: int = 1,
+        groups: int = 1,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.expand = _conv_bn(in_channels, hidden_channels, 1, groups=groups, act="relu")
+        self.shuffle = nn.ChannelShuffle(groups) if groups > 1 else None
+        self.depthwise = _conv_bn(
+            hidden_channels, hidden_channels, kernel_size, stride, groups=hidden_channels, act="relu"
+        )
+        self.project = _conv_bn(hidden_channels, out_channels, 1, groups=groups)
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x)
+        if self.shuffle is not None:
+            y = self.shuffle(y)
+        y = self.project(self.depthwise(y))
+        return x + y if self.use_residual else y
+
+
 class DenseLayer(nn.Module):
     """BN-ReLU-conv1x1 (->128) - BN-ReLU-conv kxk (->32), concatenated to the input.
 
@@ -272,6 +305,11 @@ def build_block(spec: BlockSpec) -> nn.Module:
     """
     macro = get_macro(spec.space)
     k, e = spec.kernel_size, spec.expand_ratio
+    if spec.position == "projection":
+        return _conv_bn(spec.in_channels, spec.out_channels, 1, spec.stride, act="relu")
+    if macro.block == "fbnet":
+        hidden = macro.hidden_channels(spec.in_channels, e)
+        return FBNetBlock(spec.in_channels, spec.out_channels, k, hidden, spec.stride, spec.groups)
     if macro.block == "bottleneck":
         return Bottleneck(spec.in_channels, spec.out_channels, k, e, spec.stride)
     if macro.block == "inverted_residual":
@@ -342,16 +380,25 @@ def build_from_macro(
     """
     macro = space.macro if space.macro is not None else get_macro(space.name)
     specs = macro.arch_specs(arch, resolution)
-    channels = specs[-1].out_channels
+    channels = specs[-1].out_channels if macro.block == "dense" else macro.widths[-1]
     units: list[list[nn.Module]] = [[] for _ in range(macro.n_units)]
-    transitions: list[nn.Module] = []
+    # After unit i: a DenseNet transition, or the projection standing for an
+    # empty unit (identity after the others).
+    after: list[nn.Module] = [nn.Identity() for _ in range(macro.n_units)]
     for spec in specs:
-        (transitions if spec.position == "transition" else units[spec.unit]).append(build_block(spec))
+        if spec.position in ("transition", "projection"):
+            after[spec.unit] = build_block(spec)
+        else:
+            units[spec.unit].append(build_block(spec))
+    if macro.block == "dense":
+        transitions = after[:-1]
+    else:
+        transitions = after if any(s.position == "projection" for s in specs) else None
     return StagedNet(
         nn.Sequential(*map(_build_layer, macro.stem)),
         [nn.Sequential(*u) for u in units],
         nn.Sequential(*map(_build_layer, macro.head_layers(channels, num_classes))),
-        transitions=transitions if macro.block == "dense" else None,
+        transitions=transitions,
         specs=specs,
         arch=dict(arch),
     )

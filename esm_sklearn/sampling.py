@@ -4,30 +4,36 @@ The functions behind :meth:`SearchSpace.sample` and
 :meth:`SearchSpace.sample_in_bin`; they read only a space's facts
 (``depth_bounds``, ``block_combinations``, ``unit_choices``,
 ``global_choices``, ``bin_ranges``), so this module sits below
-:mod:`esm_sklearn.spaces` and imports nothing from the package.
+:mod:`esm_sklearn.spaces`; it imports only :mod:`esm_sklearn.archs`.
+
+Sampling is vectorised: a batch of ``k`` architectures is drawn as a few
+numpy arrays (depths, block-combination indices, unit and global choice
+indices) and then turned into dicts with list operations. For a balanced
+draw, a bin's total depth is uniform over the bin's reachable totals and the
+depth vector is then drawn unit by unit with the exact conditional
+probabilities (the number of ways the remaining units can complete the
+total), i.e. uniformly among the vectors with that total.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import gc
+import operator
 
 import numpy as np
 from sklearn.utils import check_random_state
+
+from .archs import arch_key
 
 __all__ = ["STRATEGIES", "bin_quotas", "interleave", "sample", "sample_in_bin"]
 
 STRATEGIES = ("random", "balanced", "mixed")
 
-# A draw of k distinct architectures gives up after this many tries (the
-# space or bin is then nearly exhausted).
-def _max_tries(k: int) -> int:
+
+def _max_draws(k: int) -> int:
+    # A draw of k distinct architectures gives up after drawing this many
+    # (the space or bin is then nearly exhausted).
     return 50 * k + 1000
-
-
-def _key(arch) -> str:
-    # Same rule as spaces.arch_key (canonical dicts only here).
-    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
 
 
 def bin_quotas(n: int, n_bins: int) -> np.ndarray:
@@ -57,42 +63,102 @@ def interleave(groups) -> list:
     return out
 
 
-def _depth_counts(space) -> list[np.ndarray]:
-    """counts[u][t]: number of depth vectors of units u.. summing to t."""
-    max_depth = space.max_depth
-    counts = [np.zeros(max_depth + 1, dtype=float) for _ in range(space.n_units + 1)]
-    counts[space.n_units][0] = 1.0
-    for unit in range(space.n_units - 1, -1, -1):
-        low, high = space.depth_bounds[unit]
-        for d in range(low, high + 1):
-            counts[unit][d:] += counts[unit + 1][: max_depth + 1 - d]
-    return counts
+class _Drawer:
+    """Vectorised draws of one space (cached arrays of its facts)."""
+
+    def __init__(self, space):
+        self.space = space
+        self.n_units = space.n_units
+        self.low = np.array([low for low, _ in space.depth_bounds])
+        self.high = np.array([high for _, high in space.depth_bounds])
+        # counts[u][t]: number of depth vectors of units u.. summing to t.
+        max_depth = space.max_depth
+        counts = np.zeros((space.n_units + 1, max_depth + 1))
+        counts[space.n_units, 0] = 1.0
+        for unit in range(space.n_units - 1, -1, -1):
+            for d in range(self.low[unit], self.high[unit] + 1):
+                counts[unit, d:] += counts[unit + 1, : max_depth + 1 - d]
+        self.counts = counts
+        combos = space.block_combinations
+        self.block_values = [
+            _objects([c[j] for c in combos])
+            for j in range(len(space.block_choices))
+        ]
+        self.n_combos = len(combos)
+        self.unit_values = [_objects(c) for c in space.unit_choices.values()]
+        self.global_values = [_objects(c) for c in space.global_choices.values()]
+
+    def depths_random(self, k: int, rng) -> np.ndarray:
+        return np.stack(
+            [rng.randint(lo, hi + 1, size=k) for lo, hi in zip(self.low, self.high)], axis=1
+        ).reshape(k, self.n_units)
+
+    def depths_with_totals(self, totals: np.ndarray, rng) -> np.ndarray:
+        """A depth vector per total, uniform among those with that total."""
+        k = len(totals)
+        remaining = np.asarray(totals, dtype=np.intp).copy()
+        depths = np.empty((k, self.n_units), dtype=np.intp)
+        for unit in range(self.n_units):
+            options = np.arange(self.low[unit], self.high[unit] + 1)
+            rest = remaining[:, None] - options[None, :]
+            weights = np.where(rest >= 0, self.counts[unit + 1][rest.clip(0)], 0.0)
+            cumulative = weights.cumsum(axis=1)
+            u = rng.random_sample(k) * cumulative[:, -1]
+            pick = (cumulative <= u[:, None]).sum(axis=1).clip(0, len(options) - 1)
+            depths[:, unit] = options[pick]
+            remaining -= options[pick]
+        return depths
+
+    def archs(self, depths: np.ndarray, rng) -> list[dict]:
+        """Architectures with these depths and uniform choices."""
+        space, k, n_units = self.space, depths.shape[0], self.n_units
+        flat_depths = depths.ravel()
+        flat = flat_depths.tolist()
+        combo = rng.randint(self.n_combos, size=sum(flat))
+        # The blocks of the (arch, unit) with depth d as rows of a (m, d) array:
+        # one tolist() per depth makes the per-unit lists, `order` puts them back.
+        starts = np.cumsum(flat_depths) - flat_depths
+        groups = [
+            (d, starts[where][:, None] + np.arange(d))
+            for d in range(int(flat_depths.max(initial=0)) + 1)
+            for where in [np.flatnonzero(flat_depths == d)]
+            if where.size
+        ]
+        order = np.argsort(flat_depths, kind="stable").argsort().tolist()
+        reorder = operator.itemgetter(*order) if len(order) > 1 else lambda x: x
+        enabled = gc.isenabled()
+        # Only acyclic lists and dicts are made here: pausing the cyclic garbage
+        # collector, which would otherwise rescan them many times, makes this
+        # about 3x faster.
+        gc.disable()
+        try:
+            columns = {"space": [space.name] * k, "depth": _chunks(flat, n_units)}
+            for fname, values in zip(space.block_choices, self.block_values):
+                per_depth = []
+                for d, blocks in groups:
+                    per_depth += values[combo[blocks]].tolist() if d else [[] for _ in blocks]
+                columns[fname] = _chunks(reorder(per_depth), n_units)
+            for fname, values in zip(space.unit_choices, self.unit_values):
+                picked = values[rng.randint(len(values), size=k * n_units)].tolist()
+                columns[fname] = _chunks(picked, n_units)
+            for fname, values in zip(space.global_choices, self.global_values):
+                columns[fname] = values[rng.randint(len(values), size=k)].tolist()
+            names = list(columns)
+            return [dict(zip(names, row)) for row in zip(*columns.values())]
+        finally:
+            if enabled:
+                gc.enable()
 
 
-def _depths_with_total(space, total: int, rng, counts) -> list[int]:
-    """A depth vector drawn uniformly among those summing to ``total``."""
-    depths = []
-    remaining = total
-    for unit, (low, high) in enumerate(space.depth_bounds):
-        options = np.arange(low, min(high, remaining) + 1)
-        weights = counts[unit + 1][remaining - options]
-        d = int(rng.choice(options, p=weights / weights.sum()))
-        depths.append(d)
-        remaining -= d
-    return depths
+def _objects(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
 
 
-def _fill_choices(space, depths: list[int], rng) -> dict:
-    arch: dict[str, Any] = {"space": space.name, "depth": list(depths)}
-    combos = space.block_combinations
-    picks = [rng.randint(len(combos), size=d) for d in depths]
-    for j, fname in enumerate(space.block_choices):
-        arch[fname] = [[combos[i][j] for i in unit] for unit in picks]
-    for fname, choices in space.unit_choices.items():
-        arch[fname] = [choices[i] for i in rng.randint(len(choices), size=space.n_units)]
-    for fname, choices in space.global_choices.items():
-        arch[fname] = choices[rng.randint(len(choices))]
-    return arch
+def _chunks(values: list, size: int) -> list[list]:
+    """``values`` cut into lists of ``size``."""
+    return list(map(list, zip(*[iter(values)] * size)))
 
 
 def _bin_totals(space, b: int, n_bins: int, counts) -> np.ndarray:
@@ -102,27 +168,28 @@ def _bin_totals(space, b: int, n_bins: int, counts) -> np.ndarray:
     return totals[counts[0][totals] > 0]
 
 
-def _draw(space, k: int, totals, rng, seen: set | None, counts) -> list[dict] | None:
-    """``k`` architectures: total depth uniform over ``totals`` (None: every
-    depth uniform). With ``seen``, distinct and new (added to ``seen``); None
-    when that many cannot be found."""
+def _draw(drawer: _Drawer, k: int, totals, rng, seen: set | None) -> list[dict]:
+    """Up to ``k`` architectures: total depth uniform over ``totals`` (None:
+    every depth uniform). With ``seen``, distinct and new (added to ``seen``);
+    fewer than ``k`` when that many cannot be found."""
     out: list[dict] = []
-    tries = 0
-    while len(out) < k:
-        tries += 1
-        if seen is not None and tries > _max_tries(k):
-            return None
+    drawn = 0
+    while len(out) < k and drawn < _max_draws(k):
+        want = k - len(out)
         if totals is None:
-            depths = [int(rng.randint(low, high + 1)) for low, high in space.depth_bounds]
+            depths = drawer.depths_random(want, rng)
         else:
-            depths = _depths_with_total(space, int(rng.choice(totals)), rng, counts)
-        arch = _fill_choices(space, depths, rng)
-        if seen is not None:
-            key = _key(arch)
-            if key in seen:
-                continue
-            seen.add(key)
-        out.append(arch)
+            depths = drawer.depths_with_totals(totals[rng.randint(len(totals), size=want)], rng)
+        batch = drawer.archs(depths, rng)
+        drawn += want
+        if seen is None:
+            out.extend(batch)
+            continue
+        for arch in batch:
+            key = arch_key(arch)
+            if key not in seen:
+                seen.add(key)
+                out.append(arch)
     return out
 
 
@@ -136,24 +203,24 @@ def _exhausted(space, k: int, strategy: str) -> ValueError:
 def sample(space, n, strategy, n_bins, random_state, seen: set | None, return_labels: bool):
     """See :meth:`SearchSpace.sample` (``seen``: keys never to return, or None)."""
     rng = check_random_state(random_state)
-    counts = _depth_counts(space)
     if strategy == "mixed":
         balanced = sample(space, n - n // 2, "balanced", n_bins, rng, seen, False)
         rand = sample(space, n // 2, "random", n_bins, rng, seen, False)
         archs = interleave([balanced, rand])
         labels = interleave([["balanced"] * len(balanced), ["random"] * len(rand)])
         return (archs, labels) if return_labels else archs
+    drawer = _Drawer(space)
     if strategy == "random":
-        archs = _draw(space, n, None, rng, seen, counts)
-        if archs is None:
+        archs = _draw(drawer, n, None, rng, seen)
+        if len(archs) < n:
             raise _exhausted(space, n, strategy)
     else:
         groups = []
         for b, quota in enumerate(bin_quotas(n, n_bins)):
-            group = _draw(space, int(quota), _bin_totals(space, b, n_bins, counts), rng, seen, counts)
-            if group is None:
+            totals = _bin_totals(space, b, n_bins, drawer.counts)
+            groups.append(_draw(drawer, int(quota), totals, rng, seen))
+            if len(groups[-1]) < quota:
                 raise _exhausted(space, int(quota), strategy)
-            groups.append(group)
         archs = interleave(groups)
     return (archs, [strategy] * len(archs)) if return_labels else archs
 
@@ -162,17 +229,5 @@ def sample_in_bin(space, b: int, k: int, n_bins: int, random_state, seen: set) -
     """See :meth:`SearchSpace.sample_in_bin` (``seen``: keys never to return,
     updated with those returned)."""
     rng = check_random_state(random_state)
-    counts = _depth_counts(space)
-    totals = _bin_totals(space, b, n_bins, counts)
-    out: list[dict] = []
-    for _ in range(_max_tries(k)):
-        if len(out) >= k:
-            break
-        arch = _fill_choices(
-            space, _depths_with_total(space, int(rng.choice(totals)), rng, counts), rng
-        )
-        key = _key(arch)
-        if key not in seen:
-            seen.add(key)
-            out.append(arch)
-    return out
+    drawer = _Drawer(space)
+    return _draw(drawer, k, _bin_totals(space, b, n_bins, drawer.counts), rng, seen)

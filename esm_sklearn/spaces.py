@@ -13,6 +13,7 @@ value per block, a per-unit choice one value per unit, and a global choice
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import operators, sampling, vectors
+from . import counting, operators, sampling, vectors
 from .archs import (  # noqa: F401  (re-exported)
     _format_value,
     _same_choice,
@@ -31,7 +32,7 @@ from .archs import (  # noqa: F401  (re-exported)
     load_arch,
     validate_arch,
 )
-from .macro import MACROS, BlockSpec, Macro, get_macro, resolve_callable
+from .macro import BUILTIN_SPACES, MACROS, BlockSpec, Macro, get_macro, resolve_callable
 
 __all__ = [
     "SearchSpace",
@@ -43,6 +44,12 @@ __all__ = [
     "load_arch",
     "register_space",
 ]
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return int(num_classes)
+
 
 def _depth_bounds(depth, n_units: int) -> tuple[tuple[int, int], ...]:
     if isinstance(depth, Sequence) and len(depth) == 2 and all(
@@ -477,12 +484,46 @@ class SearchSpace:
         canon = self.validate(arch)
         if self.builder is None:
             raise ValueError(f"space {self.name!r} has no model builder")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         builder = resolve_callable(self.builder)
         return builder(
-            self, canon, resolution=self.input_resolution(canon, resolution), num_classes=int(num_classes)
+            self, canon, resolution=self.input_resolution(canon, resolution),
+            num_classes=_check_num_classes(num_classes),
         )
+
+    def count_params(self, archs, num_classes: int = 1000) -> np.ndarray:
+        """Parameters of each architecture's model, without building it.
+
+        Equal to ``sum(p.numel() for p in space.build_model(arch,
+        num_classes=num_classes).parameters())``; computed from the
+        macro-architecture with a per-block cache (see
+        :mod:`esm_sklearn.counting`).
+
+        Examples
+        --------
+        >>> arch = {"space": "resnet", "depth": [1, 1, 1, 1], "kernel_size": [[3]] * 4,
+        ...         "expand_ratio": [[1.0]] * 4}
+        >>> get_space("resnet").count_params([arch]).tolist()
+        [10084168]
+        """
+        return counting.count(self, archs, None, _check_num_classes(num_classes))[:, 0]
+
+    def count_flops(self, archs, resolution: int | None = None, num_classes: int = 1000) -> np.ndarray:
+        """Multiply-accumulates of the conv and linear layers for one image, per architecture.
+
+        The FLOP count of OFA's ``count_net_flops`` (MACs; batch norm,
+        activations, pooling, additions and biases not counted) of the model
+        :meth:`build_model` builds, at :meth:`input_resolution`; see
+        :mod:`esm_sklearn.counting`.
+
+        Examples
+        --------
+        >>> arch = {"space": "resnet", "depth": [1, 1, 1, 1], "kernel_size": [[3]] * 4,
+        ...         "expand_ratio": [[1.0]] * 4}
+        >>> space = get_space("resnet")
+        >>> space.count_flops([arch]).tolist(), space.count_flops([arch], resolution=160).tolist()
+        ([1708433408], [872652800])
+        """
+        return counting.count(self, archs, resolution, _check_num_classes(num_classes))[:, 1]
 
     def _macro(self) -> Macro:
         return self.macro if self.macro is not None else get_macro(self.name)
@@ -667,59 +708,9 @@ def infer_space(archs, space=None) -> SearchSpace:
 _BUILDER = "esm_sklearn.models:build_from_macro"
 
 
-def _resnet() -> SearchSpace:
-    return SearchSpace(
-        "resnet", 4, (1, 7),
-        block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (0.5, 0.6667, 1.0)},
-        builder=_BUILDER,
-        macro=MACROS["resnet"],
-        description="ESM Table I: bottleneck ResNet, 4 units of 1-7 blocks, widths 256..2048",
-    )
+def _builtin(name: str) -> SearchSpace:
+    return SearchSpace(name, **BUILTIN_SPACES[name], builder=_BUILDER, macro=MACROS[name])
 
 
-def _mobilenetv3() -> SearchSpace:
-    return SearchSpace(
-        "mobilenetv3", 4, (1, 7),
-        block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (0.5, 0.6667, 1.0)},
-        builder=_BUILDER,
-        macro=MACROS["mobilenetv3"],
-        description="ESM Table I: MobileNetV3 blocks, 4 units of 1-7 blocks, widths 16..128",
-    )
-
-
-def _densenet() -> SearchSpace:
-    return SearchSpace(
-        "densenet", 5, (1, 20),
-        unit_choices={"kernel_size": (1, 3, 5, 7, 9)},
-        builder=_BUILDER,
-        macro=MACROS["densenet"],
-        description="ESM Table I: DenseNet, 5 units of 1-20 layers, one kernel size per unit",
-    )
-
-
-def _ofa_mobilenetv3() -> SearchSpace:
-    return SearchSpace(
-        "ofa_mobilenetv3", 5, (2, 4),
-        block_choices={"kernel_size": (3, 5, 7), "expand_ratio": (3, 4, 6)},
-        global_choices={"resolution": tuple(range(128, 225, 4))},
-        builder=_BUILDER,
-        macro=MACROS["ofa_mobilenetv3"],
-        description="Once-for-All MobileNetV3 (HELP tables): 5 units of 2-4 blocks, resolution 128..224",
-    )
-
-
-def _fbnet() -> SearchSpace:
-    return SearchSpace(
-        "fbnet", 7, [(0, 1), (0, 4), (0, 4), (0, 4), (0, 4), (0, 4), (0, 1)],
-        block_choices={"kernel_size": (3, 5), "expand_ratio": (1, 3, 6), "groups": (1, 2)},
-        block_combinations=[
-            (3, 1, 1), (3, 1, 2), (3, 3, 1), (3, 6, 1),
-            (5, 1, 1), (5, 1, 2), (5, 3, 1), (5, 6, 1),
-        ],
-        description="FBNet (HELP tables): 7 stages of at most 1,4,4,4,4,4,1 layers; skip = no block",
-    )
-
-
-
-for _factory in (_resnet, _mobilenetv3, _densenet, _ofa_mobilenetv3, _fbnet):
-    register_space(_factory.__name__.lstrip("_"), _factory)
+for _name in BUILTIN_SPACES:
+    register_space(_name, functools.partial(_builtin, _name))

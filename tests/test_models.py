@@ -5,11 +5,12 @@ import math
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from esm_sklearn import get_space
+from esm_sklearn import SearchSpace, get_space
 from esm_sklearn.models import (
     BlockSpec,
     StagedNet,
@@ -298,7 +299,7 @@ def test_bad_arch_raises_value_error():
             get_space("ofa_mobilenetv3").sample(1, random_state=0)[0], resolution=0
         )
     with pytest.raises(ValueError, match="'space' must be one of"):
-        arch_block_specs({**good, "space": "fbnet"})
+        arch_block_specs({**good, "space": "nope"})
     with pytest.raises(ValueError, match="not valid JSON"):
         arch_block_specs("{not json")
 
@@ -403,10 +404,108 @@ def test_block_specs_counts_and_options():
     with pytest.raises(ValueError, match="unknown search space"):
         block_specs("nope")
     with pytest.raises(ValueError, match="no macro-architecture"):
-        block_specs(get_space("fbnet"))
+        block_specs(SearchSpace("mine", 1, (1, 2), block_choices={"kernel_size": (3,)}))
     spec = block_specs("mobilenetv3")[0]
     assert isinstance(spec, BlockSpec) and spec.input_shape(4) == (4, 16, 112, 112)
     with pytest.raises(ValueError, match="batch_size"):
         spec.input_shape(0)
     with pytest.raises(FrozenInstanceError):
         spec.stride = 1
+
+
+# ------------------------------------------------------------------ fbnet
+def test_fbnet_builds_with_empty_stages_as_projections():
+    space = get_space("fbnet")
+    arch = {
+        "space": "fbnet",
+        "depth": [0, 2, 0, 1, 0, 1, 0],
+        "kernel_size": [[], [3, 5], [], [5], [], [3], []],
+        "expand_ratio": [[], [1, 6], [], [3], [], [1], []],
+        "groups": [[], [2, 1], [], [1], [], [2], []],
+    }
+    model = space.build_model(arch, resolution=RES, num_classes=5).eval()
+    assert [len(u) for u in model.units] == arch["depth"]
+    specs = arch_block_specs(arch, resolution=RES)
+    # stage 0 (16 -> 16, stride 1) is an identity; other empty stages project
+    assert [(s.unit, s.position) for s in specs if s.position == "projection"] == [
+        (2, "projection"), (4, "projection"), (6, "projection")
+    ]
+    assert [type(t).__name__ for t in model.transitions] == [
+        "Identity", "Identity", "Sequential", "Identity", "Sequential", "Identity", "Sequential"
+    ]
+    block = model.units[1][0]
+    assert block.expand[0].groups == 2 and block.project[0].groups == 2
+    assert block.shuffle is not None and model.units[1][1].shuffle is None
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, RES, RES))
+    assert y.shape == (2, 5) and torch.isfinite(y).all()
+    for spec in specs:
+        assert tuple(spec.build().eval()(torch.zeros(spec.input_shape(1))).shape) == (
+            1, spec.out_channels, spec.out_hw, spec.out_hw
+        )
+
+
+# ------------------------------------------------------------ counts
+def _torch_macs(model, resolution):
+    """Multiply-accumulates of every Conv2d and Linear, counted by forward hooks."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output[0].numel() * module.in_channels // module.groups * kh * kw
+        else:
+            total += module.in_features * module.out_features
+
+    hooks = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, resolution, resolution))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", [*BUILT_SPACES, "fbnet"])
+def test_counts_equal_pytorch_on_sampled_archs(name):
+    space = get_space(name)
+    archs = space.sample(3, "mixed", random_state=5)
+    resolution = None if name == "ofa_mobilenetv3" else RES  # OFA: each arch's own
+    params = space.count_params(archs, num_classes=10)
+    flops = space.count_flops(archs, resolution=resolution, num_classes=10)
+    assert params.dtype == flops.dtype == np.int64 and params.shape == flops.shape == (3,)
+    for arch, n_params, n_flops in zip(archs, params, flops, strict=True):
+        res = space.input_resolution(arch, resolution)
+        model = space.build_model(arch, resolution=res, num_classes=10)
+        assert n_params == _n_params(model)
+        assert n_flops == _torch_macs(model, res)
+    # counts of a batch do not depend on what else is in it
+    assert space.count_params(archs[1:], num_classes=10).tolist() == params[1:].tolist()
+
+
+def test_counts_follow_resolution_and_check_input():
+    space = get_space("resnet")
+    archs = space.sample(4, random_state=0)
+    f64, f128 = space.count_flops(archs, resolution=64), space.count_flops(archs, resolution=128)
+    assert np.all(f128 > 3 * f64)
+    assert space.count_flops(archs).tolist() == space.count_flops(archs, resolution=224).tolist()
+    ofa = get_space("ofa_mobilenetv3")
+    arch = ofa.sample(1, random_state=0)[0]
+    assert ofa.count_flops([arch]) == ofa.count_flops([arch], resolution=arch["resolution"])
+    bad = {**archs[0], "depth": [8, 1, 1, 1]}
+    with pytest.raises(ValueError, match="architecture 1: resnet: unit 0: depth 8"):
+        space.count_params([archs[0], bad])
+    with pytest.raises(ValueError, match="num_classes"):
+        space.count_params(archs, num_classes=0)
+    with pytest.raises(ValueError, match="resolution must be a positive int"):
+        space.count_flops(archs, resolution=-1)
+    with pytest.raises(ValueError, match="no macro-architecture"):
+        SearchSpace("mine", 1, (1, 2), block_choices={"kernel_size": (3,)}).count_params(
+            [{"depth": [1], "kernel_size": [[3]]}]
+        )
