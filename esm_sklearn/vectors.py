@@ -23,7 +23,8 @@ the depth columns are ordinal, the others are categorical codes.
 such a list (e.g. ``nevergrad.p.Choice``, ``hyperopt.hp.choice``, a pymoo
 integer problem with ``xl``/``xu`` from :func:`vector_bounds`).
 
-This module imports nothing of :mod:`esm_sklearn.spaces`: it reads the space
+This module imports nothing of :mod:`esm_sklearn.spaces` (only the low-level
+:mod:`esm_sklearn.archs`): it reads the space
 object it is given (``name``, ``n_units``, ``depth_bounds``,
 ``block_choices``, ``unit_choices``, ``global_choices``,
 ``block_combinations``, ``validate``), so ``spaces`` can import it.
@@ -37,6 +38,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from .archs import _same_choice, as_arch_list
 
 __all__ = [
     "from_params",
@@ -67,13 +70,8 @@ class _Genome:
 
 
 def _canonical(value, choices) -> Any:
-    """The entry of ``choices`` equal to ``value`` (``validate`` returns those objects)."""
-    for choice in choices:
-        if choice == value or (
-            isinstance(value, float) and isinstance(choice, float) and abs(value - choice) <= 1.5e-3 * max(1.0, abs(choice))
-        ):
-            return choice
-    return value
+    """The entry of ``choices`` naming ``value`` (``validate`` returns those objects)."""
+    return next((c for c in choices if _same_choice(value, c)), value)
 
 
 class _Layout:
@@ -226,17 +224,6 @@ def layout(space) -> _Layout:
         return _Layout(space)
 
 
-def _arch_list(archs) -> list:
-    if archs is None or isinstance(archs, (Mapping, str, bytes)):
-        raise ValueError(
-            "expected a sequence of architectures (list of dicts or JSON strings), got "
-            + ("None" if archs is None else f"a single {type(archs).__name__}; wrap it in a list")
-        )
-    if hasattr(archs, "iloc") and getattr(archs, "ndim", 1) == 2:  # one-column DataFrame
-        archs = archs.iloc[:, 0]
-    return list(archs)
-
-
 # ------------------------------------------------------------------ public
 def vector_columns(space) -> list[str]:
     """Names of the columns of :func:`to_vector` (see the module docstring).
@@ -300,7 +287,7 @@ def to_vector(space, archs) -> np.ndarray:
     ((100, 32), True)
     """
     lay = layout(space)
-    archs = _arch_list(archs)
+    archs = as_arch_list(archs)
     out = np.zeros((len(archs), len(lay.columns)), dtype=np.int64)
     for i, arch in enumerate(archs):
         try:
