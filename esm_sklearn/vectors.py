@@ -241,11 +241,21 @@ def vector_columns(space) -> list[str]:
 def vector_bounds(space) -> np.ndarray:
     """Inclusive ``[low, high]`` of every column, an int array of shape ``(d, 2)``.
 
+    Every row of ints within these bounds is an architecture, so any integer
+    optimiser can search the space with them (e.g. pymoo's ``xl``/``xu``).
+
     Examples
     --------
     >>> from esm_sklearn import get_space
-    >>> vector_bounds(get_space("resnet"))[[0, 4]].tolist()
+    >>> space = get_space("resnet")
+    >>> bounds = vector_bounds(space)
+    >>> bounds[[0, 4]].tolist()
     [[1, 7], [0, 8]]
+    >>> rng = np.random.default_rng(0)  # any optimiser proposing integer rows
+    >>> V = rng.integers(bounds[:, 0], bounds[:, 1] + 1, size=(3, len(bounds)))
+    >>> archs = from_vector(space, V)
+    >>> all(space.validate(a) == a for a in archs)
+    True
     """
     lay = layout(space)
     return np.stack([lay.low, lay.high], axis=1)
