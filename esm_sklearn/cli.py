@@ -589,9 +589,9 @@ def _read_archs(path: str, space) -> list[dict]:
     name = "<stdin>" if path == "-" else path
     try:
         if path == "-":
-            lines = sys.stdin.read().splitlines()
+            lines = sys.stdin.read().removeprefix("\ufeff").splitlines()
         else:
-            with open(path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is skipped
                 lines = fh.read().splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"architecture file not found: {path}") from None
@@ -733,7 +733,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        default = action.default
+        if "default" in text or default is None or default is False or default == argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
 
@@ -787,7 +788,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = add("sample", help="write sampled architectures as JSON lines",
             description="Sample architectures of a search space, one JSON object per line.")
-    p.add_argument("--space", required=True, choices=spaces, help="search space")
+    p.add_argument("--space", required=True, choices=spaces, help="search space (required)")
     p.add_argument("--n", type=int, default=10, help="how many architectures")
     p.add_argument("--strategy", choices=["random", "balanced"], default="random",
                    help="random: uniform choices; balanced: equal numbers per total-depth bin")
@@ -802,7 +803,8 @@ def _build_parser() -> argparse.ArgumentParser:
             description="Sample architectures, time them on a device and record every timing "
             "in a SQLite store as it is taken. Rerun the same command to resume; two collects "
             "may write one store at once (each architecture is timed once per setting).")
-    p.add_argument("--space", required=True, help=f"search space: {', '.join(spaces)}")
+    p.add_argument("--space", required=True,
+                   help=f"search space (required): {', '.join(spaces)}")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     p.add_argument("--n", type=int, default=100, help="architectures to sample")
     p.add_argument("--strategy", choices=["random", "balanced", "mixed"], default="balanced",
@@ -810,7 +812,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bins", type=int, default=5, help="total-depth bins of balanced sampling")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     p.add_argument("--store", required=True,
-                   help="SQLite file of every measurement (created if absent); rerun to resume")
+                   help="SQLite file of every measurement (required; created if absent); rerun "
+                   "to resume")
     p.add_argument("--resolution", type=int, default=None,
                    help="input resolution in pixels (default: the space's, e.g. 224)")
     p.add_argument("--runs", type=int, default=150, help="timed inferences per model")
@@ -835,9 +838,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    "(default: no profiling)")
     # -- fleet (issue 12, H6): measure on dask workers, one device unit each
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="start N local single-device dask workers (one per core/GPU)")
+                   help="start N local single-device dask workers (one per core/GPU; "
+                   "default: time in this process)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="use a running dask cluster whose workers declare device:<type>=1")
+                   help="use a running dask cluster whose workers declare device:<type>=1 "
+                   "(default: none)")
     # -- end fleet
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     p.set_defaults(func=_cmd_collect)
@@ -919,7 +924,8 @@ def _build_parser() -> argparse.ArgumentParser:
             description="Predict the latency (ms) of each architecture of a JSON-lines file "
             "with a predictor saved by esm-sklearn fit. " + _TRUST)
     p.add_argument("--model", required=True,
-                   help="a predictor saved by esm-sklearn fit (a pickle: only trusted files)")
+                   help="a predictor saved by esm-sklearn fit (required; a pickle: only "
+                   "trusted files)")
     p.add_argument("archs", help="file with one architecture (JSON object) per line; - for stdin")
     p.add_argument("--csv", action="store_true",
                    help="write CSV with columns arch,latency_ms (default: one number per line)")
@@ -931,7 +937,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "overall and per depth bin, leaving out the architectures it was trained on. "
             + _TRUST)
     p.add_argument("--model", required=True,
-                   help="a predictor saved by esm-sklearn fit (a pickle: only trusted files)")
+                   help="a predictor saved by esm-sklearn fit (required; a pickle: only "
+                   "trusted files)")
     p.add_argument("--table", default=None,
                    help="bundled table name or CSV path (default: none; or a HELP table)")
     _add_help_source(p, aliases=True)

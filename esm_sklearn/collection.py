@@ -300,7 +300,8 @@ class Collection:
             # H3 (issue 9.9): say why the bar's total grows.
             self.bar.write(f"quality control failed ({self.monitor.state}): timing the last "
                            f"{len(batch)} architecture(s) again (retry {retry} of "
-                           f"{self.oracle.max_retries}); the bar's total grows by {len(batch)}")
+                           f"{self.oracle.max_retries}); the bar's total grows by {len(batch)}",
+                           file=sys.stderr)
             self.bar.refresh()
         for key, arch, label in batch:
             if not retry and self._claimed_elsewhere(key):  # H3 (issue 9.3)
@@ -334,7 +335,7 @@ class Collection:
                 if self.bar is not None:  # H3 (issue 9.9): the bar stays at 0 meanwhile
                     self.bar.write(f"timing {len(references)} reference architectures for "
                                    "quality control first (again after every "
-                                   f"{step} architectures) ...")
+                                   f"{step} architectures) ...", file=sys.stderr)
                 self.monitor.run(batches, self.measure_batch, position=lambda: self.position)
             else:
                 for b, batch in enumerate(batches):

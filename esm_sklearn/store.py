@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._validation import plain
 from .spaces import arch_key as _arch_key
 
 __all__ = ["MeasurementStore", "setting_key", "SCHEMA_VERSION", "LATENCY_COLUMNS",
@@ -233,7 +234,7 @@ class MeasurementStore:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         if isinstance(timeout, bool) or not (isinstance(timeout, (int, float))
                                              and math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise ValueError(f"timeout must be a positive number of seconds, got {plain(timeout)}")
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"store path must be a str or path-like, got {type(path).__name__}")
         self.path = str(path) if str(path) == ":memory:" else os.fspath(path)
@@ -655,15 +656,15 @@ class MeasurementStore:
 
         kind = record.get("kind")
         if kind not in KINDS:
-            raise ValueError(f"record 'kind' must be one of {KINDS}, got {kind!r}")
+            raise ValueError(f"record 'kind' must be one of {KINDS}, got {plain(kind)}")
         status = record.get("status")
         if status not in STATUSES:
-            raise ValueError(f"record 'status' must be one of {STATUSES}, got {status!r}")
+            raise ValueError(f"record 'status' must be one of {STATUSES}, got {plain(status)}")
         key = record.get("arch_key")
         if isinstance(key, dict):
             key = _arch_key(key)
         if not isinstance(key, str) or not key:
-            raise ValueError(f"record 'arch_key' must be a non-empty string, got {key!r}")
+            raise ValueError(f"record 'arch_key' must be a non-empty string, got {plain(key)}")
         record["arch_key"] = key
         if record.get("space") is None and key.startswith("{"):
             try:
@@ -691,7 +692,7 @@ class MeasurementStore:
             try:
                 value = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {name} must be a number, got {value!r}") from None
+                raise ValueError(f"{where}: {name} must be a number, got {plain(value)}") from None
             record[name] = None if math.isnan(value) else value
             if record[name] is not None and not math.isfinite(value):
                 raise ValueError(f"{where}: {name} must be finite, got {value}")
@@ -702,7 +703,7 @@ class MeasurementStore:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+                raise ValueError(f"{where}: {name} must be an integer, got {plain(value)}")
             record[name] = int(value)
         for name in _TEXT_FIELDS:
             value = record.get(name)
@@ -724,7 +725,7 @@ class MeasurementStore:
         if status == "ok":
             lat = record.get("latency_ms")
             if lat is None or lat <= 0:
-                raise ValueError(f"{where}: an 'ok' row needs a positive latency_ms, got {lat!r}")
+                raise ValueError(f"{where}: an 'ok' row needs a positive latency_ms, got {plain(lat)}")
         elif not record.get("error"):
             raise ValueError(f"{where}: a 'failed' row needs the 'error' text")
         if record.get("timestamp") is None:

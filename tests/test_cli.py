@@ -317,3 +317,382 @@ def test_device_fit_killed_then_rerun_measures_only_new_archs(tmp_path, capsys, 
         assert rows["arch_key"].is_unique  # no duplicate arch row for the setting
         assert set(rows["arch_key"]) == used == set(before) | set(timed)
     assert len(est.X_test_) == 5 and len(est.history_) == 2
+
+
+# ============================================ issue 9: nothing lost, nothing confusing
+def _run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _no_numpy_repr(text: str) -> None:
+    assert "np.float" not in text and "np.int" not in text and "array(" not in text, text
+    assert "Traceback" not in text, text
+
+
+# ---- item 1: --out never destroys a store, a table or any input
+def test_fit_out_refuses_the_store_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "v.sqlite"
+    with MeasurementStore(store) as s:
+        s.add({"kind": "arch", "arch_key": "a", "setting_key": "k", "latency_ms": 1.0,
+               "status": "ok"})
+    timed = _spy_timer(monkeypatch)
+    (tmp_path / "link.joblib").symlink_to(store)
+    other = tmp_path / "other.sqlite"
+    MeasurementStore(other).close()
+    for out, message in [(store, "same file as --store"),
+                         ("./sub/../v.sqlite", "same file as --store"),
+                         (tmp_path / "link.joblib", "same file as --store"),
+                         (other, "is a SQLite database")]:
+        code, _, err = _run(_device_args(store, out), capsys)
+        assert code == 2 and message in err, err
+    assert timed == []
+    with MeasurementStore(store) as s:  # every measurement still there
+        assert len(s) == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sub").exists()
+
+
+def test_fit_out_refuses_inputs_and_foreign_files_but_replaces_a_model(tmp_path, capsys):
+    csv_path = tmp_path / "table.csv"
+    csv_path.write_bytes(bundled_path_of(TABLE).read_bytes())
+    base = ["fit", "--regressor", "ridge", "--no-progress"]
+    code, _, err = _run([*base, "--table", str(csv_path), "--out", str(csv_path)], capsys)
+    assert code == 2 and "same file as --table" in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    code, _, err = _run([*base, "--table", TABLE, "--out", str(notes)], capsys)
+    assert code == 2 and "not a model file (not a pickle)" in err
+    assert notes.read_text() == "my notes"
+    model = tmp_path / "m.joblib"
+    assert _run([*base, "--table", TABLE, "--out", str(model)], capsys)[0] == 0
+    first = model.stat().st_mtime_ns
+    assert _run([*base, "--table", TABLE, "--out", str(model), "--seed", "3"], capsys)[0] == 0
+    assert model.stat().st_mtime_ns >= first and joblib.load(model).random_state == 3
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # written atomically
+    code, _, err = _run(["predict", "--model", str(model), "--out", str(model), "-"], capsys)
+    assert code == 2 and "same file as --model" in err
+    code, _, err = _run(["evaluate", "--model", str(model), "--table", TABLE, "--predictions",
+                         str(model)], capsys)
+    assert code == 2 and "same file as --model" in err
+
+
+def bundled_path_of(name):
+    from esm_sklearn.datasets import bundled_path
+
+    return bundled_path(name)
+
+
+# ---- item 6: a bad --device creates nothing
+@pytest.mark.parametrize("device", ["gpu", "cuda:x/../../etc", "../up", "cpu:0:1"])
+def test_bad_device_creates_no_file(tmp_path, capsys, monkeypatch, device):
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--space", "mobilenetv3", "--device", device, "--n-references", "0",
+            "--no-progress"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "device" in err
+    code, _, err = _run(["collect", "--space", "mobilenetv3", "--device", device, "--n", "2",
+                         "--store", "s/x.sqlite", "--no-progress"], capsys)
+    assert code == 2 and "device" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- item 8: | head exits quietly
+@pytest.mark.parametrize("command", ["sample", "predict"])
+def test_closed_pipe_exits_quietly(fitted, tmp_path, command):
+    prog = f"{sys.executable} -m esm_sklearn.cli"
+    if command == "sample":
+        cmd = f"{prog} sample --space resnet --n 3000 --seed 0 | head -1"
+    else:
+        src = _jsonl(tmp_path / "a.jsonl", load_bundled(TABLE).data * 30)
+        cmd = f"{prog} predict --model {fitted[0]} --csv {src} | head -2"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stderr == "" and proc.returncode in (0, 141)
+    assert len(proc.stdout.splitlines()) in (1, 2)
+
+
+# ---- item 9: messages and the QC options
+def _qc_timer(monkeypatch, bad_round: int):
+    """Fake timer: reference latencies jump by 50% in one QC round (then the batch is
+    timed again and the next round passes)."""
+    state = {"refs": 0}
+
+    def fake(self, space, arch, dev):
+        lat = 1.0 + sum(arch["depth"])
+        key = arch_key(arch)
+        refs = {arch_key(r) for r in self.reference_archs(space)}
+        if key in refs:
+            n_refs = len(refs)
+            rnd = state["refs"] // n_refs
+            state["refs"] += 1
+            if rnd == bad_round:
+                lat *= 1.5
+        return {"latency_ms": lat, "median_ms": lat, "min_ms": lat, "p90_ms": lat,
+                "std_ms": 0.0, "runs": 3, "status": "ok", "error": None}
+
+    monkeypatch.setattr(TorchLatencyOracle, "_time_arch", fake)
+
+
+def test_collect_explains_reference_rounds_and_retries(tmp_path, capsys, monkeypatch):
+    _qc_timer(monkeypatch, bad_round=1)
+    argv = ["collect", "--space", "mobilenetv3", "--n", "4", "--store", str(tmp_path / "s.db"),
+            "--resolution", "32", "--n-references", "2", "--check-every", "2",
+            "--max-retries", "1"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "timing 2 reference architectures for quality control first" in err
+    assert "quality control failed" in err and "timing the last 2 architecture(s) again" in err
+    assert "the bar's total grows by 2" in err
+    assert "re-timed for QC 2" in out and "timed again" in out
+
+
+def test_n_references_0_prints_no_qc_from_older_rows(tmp_path, capsys, monkeypatch):
+    _qc_timer(monkeypatch, bad_round=1)
+    store = tmp_path / "s.db"
+    base = ["collect", "--space", "mobilenetv3", "--store", str(store), "--resolution", "32",
+            "--no-progress"]
+    code, out, _ = _run([*base, "--n", "4", "--n-references", "2", "--check-every", "2",
+                         "--max-retries", "0"], capsys)
+    assert code == 0 and "QC FAILED" in out
+    code, out, _ = _run([*base, "--n", "6", "--n-references", "0"], capsys)
+    assert code == 0 and "QC: off (--n-references 0)" in out and "FAILED" not in out
+
+
+@pytest.mark.parametrize("command", ["fit", "collect"])
+@pytest.mark.parametrize("value", ["10", "3", "0", "-0.1", "1", "nan", "inf"])
+def test_variance_threshold_must_be_a_fraction(tmp_path, capsys, monkeypatch, command, value):
+    monkeypatch.chdir(tmp_path)
+    timed = _spy_timer(monkeypatch)
+    argv = [command, "--space", "mobilenetv3", "--variance-threshold", value, "--no-progress"]
+    if command == "collect":
+        argv += ["--store", "s.sqlite", "--n", "2"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "--variance-threshold must be a fraction in (0, 1) (0.03 is 3%)" in err
+    assert timed == [] and list(tmp_path.iterdir()) == []
+
+
+def test_fit_takes_max_retries_and_variance_threshold(tmp_path, capsys, monkeypatch):
+    _spy_timer(monkeypatch)
+    out = tmp_path / "p.joblib"
+    argv = [*_device_args(tmp_path / "s.sqlite", out), "--max-retries", "0",
+            "--variance-threshold", "0.2"]
+    code, printed, err = _run(argv, capsys)
+    assert code == 0, err
+    oracle = joblib.load(out).oracle
+    assert (oracle.max_retries, oracle.variance_threshold) == (0, 0.2)
+    assert "quality control: off (--n-references 0)" in printed
+
+
+# ---- item 10: tiny tables
+def _table_rows(tmp_path, n):
+    frame = pd.read_csv(bundled_path_of(TABLE)).head(n)
+    path = tmp_path / f"t{n}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_fit_refuses_a_tiny_table_and_warns_on_a_small_test_set(tmp_path, capsys):
+    base = ["fit", "--regressor", "ridge", "--no-progress"]
+    code, _, err = _run([*base, "--table", str(_table_rows(tmp_path, 10)), "--out",
+                         str(tmp_path / "a.joblib")], capsys)
+    assert code == 2 and "holds only 10 distinct architecture(s); a fit needs at least 20" in err
+    assert not (tmp_path / "a.joblib").exists()
+    code, out, err = _run([*base, "--table", str(_table_rows(tmp_path, 60)), "--out",
+                           str(tmp_path / "b.joblib")], capsys)
+    assert code == 0
+    assert "WARNING: the held-out test set has only 12 architecture(s)" in err
+    assert "sizes used: n_test 12, n_initial 24, n_step 6" in out
+
+
+# ---- item 11: --help, --version, option names
+def _options(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((name, a) for a in sub._actions)
+
+
+def test_every_option_shows_its_default_and_meaning():
+    import argparse
+
+    from esm_sklearn.cli import _build_parser, _HelpFormatter
+
+    parser = _build_parser()
+    formatter = _HelpFormatter("esm-sklearn")
+    seen = 0
+    for command, action in _options(parser):
+        if (not action.option_strings or action.help == argparse.SUPPRESS
+                or isinstance(action, argparse._HelpAction)):
+            continue
+        text = formatter._get_help_string(action) % {"default": action.default}
+        assert len(action.help) > 8, (command, action.option_strings)
+        assert "default" in text or (action.required and "required" in text), (
+            command, action.option_strings)
+        seen += 1
+    assert seen > 60
+    sample = next(a for c, a in _options(parser) if c == "sample" and "--space" in a.option_strings)
+    assert set(sample.choices) >= {"resnet", "mobilenetv3", "densenet", "fbnet"}
+
+
+def test_version_and_renamed_help_options(capsys):
+    from esm_sklearn import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    assert "--help-target-device" in text and "--help-data" in text and "--help-search-space" in text
+    assert "--help-table" not in text and "--help-device " not in text
+
+
+def test_help_replay_uses_the_bundled_tables(tmp_path, capsys):
+    code, out, err = _run(["fit", "--help-target-device", "gold_6240", "--regressor", "ridge",
+                           "--max-iter", "0", "--n-initial", "100", "--n-test", "100",
+                           "--out", str(tmp_path / "h.joblib"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "replay of fbnet_latency [gold_6240] (5000 rows" in out
+    code, out, err = _run(["fit", "--help-device", "gold_6240", "--regressor", "ridge",
+                           "--max-iter", "0", "--n-initial", "100", "--n-test", "100",
+                           "--out", str(tmp_path / "h.joblib"), "--no-progress"], capsys)
+    assert code == 0, err  # the first release's spelling still works
+
+
+# ---- items 13 and 14: figures; model files are pickles
+def test_fit_and_evaluate_write_plots(fitted, tmp_path, capsys):
+    code, out, err = _run(["fit", "--table", TABLE, "--regressor", "ridge", "--no-progress",
+                           "--out", str(tmp_path / "m.joblib"), "--plots",
+                           str(tmp_path / "fig")], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert names == ["binwise_accuracy.png", "convergence.png", "predicted_vs_measured.png"]
+    assert all((tmp_path / "fig" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+    code, out, err = _run(["evaluate", "--model", str(fitted[0]), "--table", "h200_resnet_b1",
+                           "--plots", str(tmp_path / "ev")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
+        "binwise_accuracy.png", "predicted_vs_measured.png"]
+    (tmp_path / "afile").write_text("x")
+    code, _, err = _run(["evaluate", "--model", str(fitted[0]), "--table", TABLE, "--plots",
+                         str(tmp_path / "afile")], capsys)
+    assert code == 2 and "is a file; give a folder" in err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "fit"])
+def test_help_says_model_files_are_pickles(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "pickle" in text and "trust" in text
+
+
+# ---- hardening: unwritable store paths, before any timing
+def test_unwritable_store_paths_fail_before_timing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    timed = _spy_timer(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    for argv in (["collect", "--space", "mobilenetv3", "--n", "2", "--resolution", "32",
+                  "--store", "afile/s.sqlite", "--no-progress"],
+                 _device_args(tmp_path / "afile" / "deep" / "s.sqlite", tmp_path / "p.joblib")):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and "'afile' is a file, not a folder" in err.replace(str(tmp_path) + "/", "")
+    code, _, err = _run(["collect", "--space", "mobilenetv3", "--n", "2", "--store", str(tmp_path),
+                         "--no-progress"], capsys)
+    assert code == 2 and "is a directory" in err
+    assert timed == [] and not (tmp_path / "p.joblib").exists()
+
+
+def test_read_only_store_fails_before_timing(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "ro.sqlite"
+    with MeasurementStore(store) as s:
+        s.add({"kind": "arch", "arch": load_bundled(TABLE).data[0], "setting_key": "k",
+               "latency_ms": 1.0, "status": "ok"})
+    timed = _spy_timer(monkeypatch)
+    if os.geteuid() != 0:
+        store.chmod(0o444)
+        undo = ["chmod", "644", str(store)]
+    else:
+        made = subprocess.run(["chattr", "+i", str(store)], capture_output=True)
+        if made.returncode:
+            pytest.skip("root without chattr: cannot make a read-only file")
+        undo = ["chattr", "-i", str(store)]
+    try:
+        code, _, err = _run(["collect", "--space", "mobilenetv3", "--n", "2", "--resolution",
+                             "32", "--store", str(store), "--no-progress"], capsys)
+        assert code == 2 and "cannot be written" in err
+        assert timed == []
+        with MeasurementStore(store) as s:  # still readable and exportable
+            assert len(s) == 1
+            s.export_csv(tmp_path / "out.csv")
+    finally:
+        subprocess.run(undo, check=True)
+
+
+# ---- hardening: extreme numbers in parameters and tables, odd input to predict
+@pytest.mark.parametrize("extra, message", [
+    (["--weights", "inf", "1"], "weights"),
+    (["--weights", "nan", "1"], "weights"),
+    (["--weights", "-1", "1"], "weights"),
+    (["--acc-threshold", "nan"], "--acc-threshold must be a fraction"),
+    (["--acc-threshold", "1e308"], "--acc-threshold must be a fraction"),
+    (["--acc-threshold", "1e-320"], None),
+    (["--n-test", "0"], "n_test"),
+    (["--n-bins", "-3"], "n_bins"),
+    (["--max-iter", "-1"], "max_iter"),
+])
+def test_extreme_parameters_are_clear_errors(tmp_path, capsys, extra, message):
+    code, _, err = _run(["fit", "--table", TABLE, "--regressor", "ridge", "--no-progress",
+                         "--max-iter", "1", "--out", str(tmp_path / "m.joblib"), *extra], capsys)
+    if message is None:  # a tiny positive threshold is legal (and reached at once)
+        assert code == 0, err
+        return
+    assert code == 2 and message in err, err
+    _no_numpy_repr(err)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "1e-320", "-3", "nan", "fast"])
+def test_extreme_table_values_are_clear_errors_in_evaluate(fitted, tmp_path, capsys, value):
+    frame = pd.read_csv(bundled_path_of(TABLE))
+    frame["latency_ms"] = frame["latency_ms"].astype(object)
+    frame.loc[7, "latency_ms"] = value
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    code, _, err = _run(["evaluate", "--model", str(fitted[0]), "--table",
+                         str(tmp_path / "t.csv")], capsys)
+    assert code == 2 and "row 7 (line 9): column 'latency_ms'" in err
+    _no_numpy_repr(err)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"space": "resnet", "depth": [1e999, 1, 1, 1]}', "line 1:"),
+    ('{"space": "resnet", "depth": [NaN, 1, 1, 1]}', "line 1:"),
+    ('{"space": "resnet", "depth": "deep"}', "line 1:"),
+    ('{"space": ["resnet"]}', "line 1:"),
+    ('"{\\"space\\": 1}"', "expected an architecture"),
+    ("\ufeff", "no architecture in it"),
+    ("   \n\t\n", "no architecture in it"),
+])
+def test_pathological_predict_input_is_a_clear_error(fitted, tmp_path, capsys, content, message):
+    src = tmp_path / "odd.jsonl"
+    src.write_text(content, encoding="utf-8")
+    code, out, err = _run(["predict", "--model", str(fitted[0]), str(src)], capsys)
+    assert code == 2 and message in err and out == "", err
+    _no_numpy_repr(err)
+
+
+def test_binary_predict_input_is_a_clear_error(fitted, tmp_path, capsys):
+    src = tmp_path / "bin.jsonl"
+    src.write_bytes(b"\xff\xfe\x00garbage")
+    code, _, err = _run(["predict", "--model", str(fitted[0]), str(src)], capsys)
+    assert code == 2 and "not a UTF-8 text file" in err
+
+
+def test_store_given_as_model_is_refused_without_unpickling(tmp_path, capsys):
+    MeasurementStore(tmp_path / "s.sqlite").close()
+    code, _, err = _run(["predict", "--model", str(tmp_path / "s.sqlite"), "-"], capsys)
+    assert code == 2 and "is a SQLite database" in err

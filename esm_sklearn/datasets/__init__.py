@@ -157,7 +157,7 @@ def load_latency_table(path: str | Path, target: str = "latency_ms") -> Bunch:
     raw_archs = []
     for i, text in enumerate(frame["arch"]):
         if not isinstance(text, str):
-            raise ValueError(f"{path}: {_row(i)}: column 'arch' is empty or not JSON text: {text!r}")
+            raise ValueError(f"{path}: {_row(i)}: column 'arch' is empty or not JSON text: {plain(text)}")
         try:
             arch = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -174,7 +174,7 @@ def load_latency_table(path: str | Path, target: str = "latency_ms") -> Bunch:
         where = "the architectures' 'space' field"
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{path}: {_row(i)}: no space named in {where} (got {name!r})")
+            raise ValueError(f"{path}: {_row(i)}: no space named in {where} (got {plain(name)})")
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
         i = names.index(distinct[1])
