@@ -26,7 +26,22 @@ import os
 import sys
 from pathlib import Path
 
-from .spaces import get_space, list_spaces
+from .macro import BUILTIN_SPACES
+
+# ``esm-sklearn --help`` stays fast: the package's heavy modules (scikit-learn, pandas,
+# torch) are imported by the commands that use them, not by the parser.
+
+
+def get_space(name):
+    from .spaces import get_space as _get_space
+
+    return _get_space(name)
+
+
+def list_spaces() -> list[str]:
+    from .spaces import list_spaces as _list_spaces
+
+    return _list_spaces()
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # A held-out test set smaller than this gives accuracies and a Kendall tau that
@@ -777,7 +792,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    spaces = list_spaces()
+    spaces = sorted(BUILTIN_SPACES)
 
     def add(name, **kw):
         return sub.add_parser(name, formatter_class=_HelpFormatter, **kw)

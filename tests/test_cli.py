@@ -696,3 +696,13 @@ def test_store_given_as_model_is_refused_without_unpickling(tmp_path, capsys):
     MeasurementStore(tmp_path / "s.sqlite").close()
     code, _, err = _run(["predict", "--model", str(tmp_path / "s.sqlite"), "-"], capsys)
     assert code == 2 and "is a SQLite database" in err
+
+
+def test_help_imports_nothing_heavy():
+    # Issue 8 item 7 for the CLI: the parser needs neither scikit-learn, pandas nor torch.
+    code = ("import sys, esm_sklearn.cli as c; c._build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'skorch', 'sklearn', 'pandas', 'matplotlib') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr

@@ -578,3 +578,17 @@ def test_read_only_store_is_readable_exportable_but_refuses_writes(tmp_path):
         for fn in undo:
             fn()
     assert len(pd.read_csv(tmp_path / "out.csv")) == 1
+
+
+def test_unpickling_an_estimator_whose_oracle_has_a_store_touches_no_file(tmp_path, monkeypatch):
+    from esm_sklearn import ActiveLatencyEstimator, TorchLatencyOracle
+
+    monkeypatch.chdir(tmp_path)
+    est = ActiveLatencyEstimator(oracle=TorchLatencyOracle(store=MeasurementStore("r/s.db")))
+    blob = pickle.dumps(est)
+    est.oracle.store.close()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    assert pickle.loads(blob).oracle.store.path == "r/s.db"
+    assert list(fresh.iterdir()) == []
