@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from .._validation import plain
+from .._validation import LATENCY_RANGE_MS, plain
 from ..spaces import get_space
 
 __all__ = [
@@ -41,10 +41,6 @@ __all__ = [
 ]
 
 _SIDE_SUFFIXES = {"references": "_references", "lut": "_lut"}
-# Plausible latencies of one inference, in ms: 1 ns .. about 2.8 hours. Values
-# outside (1e-320, 1e308, ...) are typing or unit errors and would overflow the
-# relative losses and accuracies downstream.
-LATENCY_RANGE_MS = (1e-6, 1e7)
 
 
 # ------------------------------------------------------------------ helpers
