@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 import warnings
 
@@ -25,6 +26,7 @@ from ._validation import LATENCY_RANGE_MS, check_choice, check_fraction, check_i
 from .candidates import PoolCandidates, SpaceCandidates, round_robin_cap
 from .metrics import binwise_accuracy, latency_accuracy
 from .oracle import TableOracle
+from .setting import make_setting, record_setting
 from .spaces import SearchSpace, arch_key, as_arch_list, get_space, infer_space
 
 __all__ = ["ActiveLatencyEstimator", "balanced_extension_counts"]
@@ -231,6 +233,16 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         it has one: a ``TorchLatencyOracle``'s ``qc_check_``
         (:class:`~esm_sklearn.quality.ReferenceCheck`, ``qc_.passed``), else
         its ``qc_``; None for a table.
+    setting_ : dict
+        What the predictor is valid for (:func:`esm_sklearn.setting.make_setting`):
+        space, device description (None when replaying a table: use
+        :func:`~esm_sklearn.setting.record_setting` with the table's setting),
+        batch size, resolution, source and training rows per depth bin.
+        :func:`~esm_sklearn.setting.check_setting` warns when asked about
+        another setting.
+    ood_ : OODScorer
+        Distance of a candidate to the nearest training architecture
+        (``est.ood_.ood_score(archs)``, ``est.ood_.is_ood(archs)``).
 
     Examples
     --------
@@ -438,7 +450,20 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         self.history_ = pd.DataFrame(rows)
         self.n_iter_ = int(rows[-1]["iteration"])
         self.n_failed_ = len(self.X_failed_)
+        self._record_setting(oracle, replay is not None)
         return self
+
+    def _record_setting(self, oracle, replay: bool) -> None:
+        """``setting_`` (space, device, batch size, resolution, rows per bin) and ``ood_``."""
+        describe = getattr(oracle, "device_description", None)
+        device = describe(self.space_) if callable(describe) else None
+        source = "replay of a latency table" if replay else f"measured by {type(oracle).__name__}"
+        store = getattr(oracle, "store", None)
+        if isinstance(store, (str, os.PathLike)):
+            source += f" (store {os.fspath(store)})"
+        record_setting(self, make_setting(self.space_, self.X_train_, device=device,
+                                          source=source, n_bins=int(self.n_bins)),
+                       self.X_train_)
 
     def _measure_test_set(self, oracle, candidates, rng) -> float:
         """Draw and measure the held-out test set; return the seconds it took."""

@@ -68,6 +68,20 @@ __all__ = [
 _AUTO_ALPHAS = np.logspace(-3, 3, 13)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run with ``n`` torch intra-op threads (None: unchanged), restoring the setting after."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class LatencyMLP(nn.Module):
     """The paper's MLP on standardised inputs, multiplying a linear path.
 
@@ -281,6 +295,13 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         small validation set does not trade a good model for noise; 0 accepts
         any improvement.
     predict_batch_size : int, default=65536
+    predict_threads : int or None, default=1
+        Torch intra-op threads while predicting (the process setting is restored
+        after). One thread is fastest for this small MLP at every batch size
+        (``benchmarks/bench_nas_ops.py``: 2-20x faster than two threads on a
+        busy machine) and makes ``predict`` safe in a worker started by fork
+        after the parent used torch with more threads (GNU OpenMP, which torch
+        uses on Linux, hangs there otherwise). None: torch's current setting.
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, dropout and the validation split (torch's
         global generator is restored after ``fit``); equal seeds give
@@ -337,6 +358,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         n_iter_no_change=20,
         improvement_se=1.0,
         predict_batch_size=65536,
+        predict_threads=1,
         random_state=None,
         train_split=None,
         iterator_train=ArrayBatchIterator,
@@ -371,6 +393,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
         self.n_iter_no_change = n_iter_no_change
         self.improvement_se = improvement_se
         self.predict_batch_size = predict_batch_size
+        self.predict_threads = predict_threads
         self.random_state = random_state
 
     # ------------------------------------------------------------ skorch hooks
@@ -468,6 +491,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
             check_real(self.improvement_se, "improvement_se", low=0)
         check_int(self.max_epochs, "max_epochs", low=0)
         check_int(self.predict_batch_size, "predict_batch_size", low=1)
+        check_int(self.predict_threads, "predict_threads", low=1, allow_none=True)
         if self.batch_size != -1:
             try:
                 check_int(self.batch_size, "batch_size", low=1)
@@ -600,7 +624,7 @@ class MLPLatencyRegressor(NeuralNetRegressor):
             module.eval()
         out = np.empty(X.shape[0], dtype=np.float64)
         step = int(self.predict_batch_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(self.predict_threads):
             for start in range(0, X.shape[0], step):
                 chunk = X[start : start + step]
                 if not chunk.flags.writeable:  # torch warns on read-only memory

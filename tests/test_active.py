@@ -8,6 +8,7 @@ fall under the threshold.
 
 import json
 import math
+import pickle
 import subprocess
 import sys
 
@@ -460,3 +461,18 @@ def test_implausible_latencies_are_refused_with_their_index(bad):
     y[7] = bad
     with pytest.raises(ValueError, match=r"y\[7\]|numeric"):
         small_estimator().fit(archs, y)
+
+
+def test_fitted_loop_records_its_setting_and_scores_distance_to_its_data():
+    archs, y = make_table(n=400)
+    est = small_estimator(acc_threshold=0.5).fit(archs, y)
+    setting = est.setting_
+    assert setting["space"] == "resnet" and "replay" in setting["source"]
+    assert sum(setting["rows_per_bin"]) == len(est.X_train_)
+    corner = {"space": "resnet", "depth": [7] * 4, "kernel_size": [[7] * 7] * 4,
+              "expand_ratio": [[1.0] * 7] * 4}
+    scores = est.ood_.ood_score([corner, *est.X_test_])
+    assert scores[0] > np.median(scores[1:]) and est.ood_.is_ood([corner])[0]
+    loaded = pickle.loads(pickle.dumps(est))
+    assert loaded.setting_ == setting
+    np.testing.assert_allclose(loaded.ood_.ood_score([corner]), scores[:1])

@@ -421,3 +421,23 @@ def test_cuda_device(linear_data):
     X, y = linear_data
     reg = MLPLatencyRegressor(device="cuda", **CHEAP).fit(X, y)
     assert reg.predict(X).dtype == np.float64
+
+
+def test_predict_runs_with_one_torch_thread_and_restores_the_setting(linear_data):
+    X, y = linear_data
+    reg = MLPLatencyRegressor(**CHEAP).fit(X, y)
+    seen = []
+    hook = reg.module_.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pred = reg.predict(X[:50])
+        assert seen == [1] and torch.get_num_threads() == 2
+        reg.set_params(predict_threads=None)
+        np.testing.assert_array_equal(reg.predict(X[:50]), pred)
+        assert seen[-1] == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="predict_threads"):
+        MLPLatencyRegressor(**CHEAP, predict_threads=0).fit(X, y)
