@@ -17,7 +17,9 @@ total), i.e. uniformly among the vectors with that total.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import itertools
 import operator
 
 import numpy as np
@@ -56,11 +58,9 @@ def interleave(groups) -> list:
     >>> interleave([[1, 2, 3], ["a"], [10, 20]])
     [1, 'a', 10, 2, 20, 3]
     """
-    groups = [list(g) for g in groups]
-    out = []
-    for i in range(max((len(g) for g in groups), default=0)):
-        out.extend(g[i] for g in groups if i < len(g))
-    return out
+    gap = object()
+    rounds = itertools.zip_longest(*groups, fillvalue=gap)
+    return [x for row in rounds for x in row if x is not gap]
 
 
 class _Drawer:
@@ -124,19 +124,20 @@ class _Drawer:
             for where in [np.flatnonzero(flat_depths == d)]
             if where.size
         ]
-        order = np.argsort(flat_depths, kind="stable").argsort().tolist()
+        by_depth = np.argsort(flat_depths, kind="stable")
+        order = np.empty_like(by_depth)
+        order[by_depth] = np.arange(by_depth.size)
+        order = order.tolist()
         reorder = operator.itemgetter(*order) if len(order) > 1 else lambda x: x
-        enabled = gc.isenabled()
-        # Only acyclic lists and dicts are made here: pausing the cyclic garbage
-        # collector, which would otherwise rescan them many times, makes this
-        # about 3x faster.
-        gc.disable()
-        try:
+        with _gc_paused():
             columns = {"space": [space.name] * k, "depth": _chunks(flat, n_units)}
             for fname, values in zip(space.block_choices, self.block_values):
                 per_depth = []
                 for d, blocks in groups:
-                    per_depth += values[combo[blocks]].tolist() if d else [[] for _ in blocks]
+                    if d:
+                        per_depth += values[combo[blocks]].tolist()
+                    else:
+                        per_depth += map(list, itertools.repeat((), len(blocks)))
                 columns[fname] = _chunks(reorder(per_depth), n_units)
             for fname, values in zip(space.unit_choices, self.unit_values):
                 picked = values[rng.randint(len(values), size=k * n_units)].tolist()
@@ -145,9 +146,23 @@ class _Drawer:
                 columns[fname] = values[rng.randint(len(values), size=k)].tolist()
             names = list(columns)
             return [dict(zip(names, row)) for row in zip(*columns.values())]
-        finally:
-            if enabled:
-                gc.enable()
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector (restored on exit).
+
+    Sampling makes millions of small lists and dicts, none in a cycle; the
+    collector would rescan them several times while they are made (about 3x
+    the time of making them).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _objects(values) -> np.ndarray:
@@ -168,6 +183,11 @@ def _bin_totals(space, b: int, n_bins: int, counts) -> np.ndarray:
     return totals[counts[0][totals] > 0]
 
 
+def _pick(totals: np.ndarray, k: int, rng) -> np.ndarray:
+    """``k`` totals drawn uniformly from ``totals``."""
+    return totals[rng.randint(len(totals), size=k)]
+
+
 def _draw(drawer: _Drawer, k: int, totals, rng, seen: set | None) -> list[dict]:
     """Up to ``k`` architectures: total depth uniform over ``totals`` (None:
     every depth uniform). With ``seen``, distinct and new (added to ``seen``);
@@ -179,7 +199,7 @@ def _draw(drawer: _Drawer, k: int, totals, rng, seen: set | None) -> list[dict]:
         if totals is None:
             depths = drawer.depths_random(want, rng)
         else:
-            depths = drawer.depths_with_totals(totals[rng.randint(len(totals), size=want)], rng)
+            depths = drawer.depths_with_totals(_pick(totals, want, rng), rng)
         batch = drawer.archs(depths, rng)
         drawn += want
         if seen is None:
@@ -202,10 +222,15 @@ def _exhausted(space, k: int, strategy: str) -> ValueError:
 
 def sample(space, n, strategy, n_bins, random_state, seen: set | None, return_labels: bool):
     """See :meth:`SearchSpace.sample` (``seen``: keys never to return, or None)."""
+    with _gc_paused():
+        return _sample(space, n, strategy, n_bins, random_state, seen, return_labels)
+
+
+def _sample(space, n, strategy, n_bins, random_state, seen, return_labels):
     rng = check_random_state(random_state)
     if strategy == "mixed":
-        balanced = sample(space, n - n // 2, "balanced", n_bins, rng, seen, False)
-        rand = sample(space, n // 2, "random", n_bins, rng, seen, False)
+        balanced = _sample(space, n - n // 2, "balanced", n_bins, rng, seen, False)
+        rand = _sample(space, n // 2, "random", n_bins, rng, seen, False)
         archs = interleave([balanced, rand])
         labels = interleave([["balanced"] * len(balanced), ["random"] * len(rand)])
         return (archs, labels) if return_labels else archs
@@ -214,6 +239,15 @@ def sample(space, n, strategy, n_bins, random_state, seen: set | None, return_la
         archs = _draw(drawer, n, None, rng, seen)
         if len(archs) < n:
             raise _exhausted(space, n, strategy)
+    elif seen is None:
+        # One batch: every bin's totals, in interleaved order (round, then bin).
+        quotas = bin_quotas(n, n_bins)
+        totals = np.concatenate([
+            _pick(_bin_totals(space, b, n_bins, drawer.counts), q, rng) for b, q in enumerate(quotas)
+        ])
+        rounds = np.concatenate([np.arange(q) for q in quotas])
+        order = np.lexsort((np.repeat(np.arange(n_bins), quotas), rounds))
+        archs = drawer.archs(drawer.depths_with_totals(totals[order], rng), rng)
     else:
         groups = []
         for b, quota in enumerate(bin_quotas(n, n_bins)):
@@ -230,4 +264,5 @@ def sample_in_bin(space, b: int, k: int, n_bins: int, random_state, seen: set) -
     updated with those returned)."""
     rng = check_random_state(random_state)
     drawer = _Drawer(space)
-    return _draw(drawer, k, _bin_totals(space, b, n_bins, drawer.counts), rng, seen)
+    with _gc_paused():
+        return _draw(drawer, k, _bin_totals(space, b, n_bins, drawer.counts), rng, seen)

@@ -460,3 +460,28 @@ def test_space_modules_import_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_vectorised_sampling_draws_the_documented_distribution():
+    space = SearchSpace(
+        "toy", 2, (1, 3), block_choices={"k": (3, 5)}, unit_choices={"w": (8, 16, 32)},
+        global_choices={"r": (96, 128)},
+    )
+    archs = space.sample(15000, "balanced", n_bins=5, random_state=0)
+    depths = [tuple(a["depth"]) for a in archs]
+    # total 4 (bin 2): the three depth vectors with that total, equally often
+    with_total_4 = [d for d in depths if sum(d) == 4]
+    assert len(with_total_4) == 3000
+    for vector in [(1, 3), (2, 2), (3, 1)]:
+        assert abs(with_total_4.count(vector) - 1000) < 120, vector
+    rand = space.sample(15000, random_state=1)
+    first_unit = np.bincount([a["depth"][0] for a in rand], minlength=4)[1:]
+    assert np.all(np.abs(first_unit - 5000) < 300)
+    kernels = np.array([k for a in rand for unit in a["k"] for k in unit])
+    assert abs((kernels == 3).mean() - 0.5) < 0.02
+    widths = np.bincount([w for a in rand for w in a["w"]], minlength=33)[[8, 16, 32]]
+    assert np.all(np.abs(widths - 10000) < 400)
+    assert abs(np.mean([a["r"] == 96 for a in rand]) - 0.5) < 0.02
+    # lists are fresh objects: changing one architecture leaves the others alone
+    archs[0]["k"][0].append(3)
+    assert all(len(a["k"][0]) == a["depth"][0] for a in archs[1:])
