@@ -80,8 +80,7 @@ def spec_counts(spec: BlockSpec, macro: Macro) -> tuple[int, int]:
     hidden = macro.hidden_channels(cin, spec.expand_ratio)
     fbnet = macro.block == "fbnet"
     return _inverted_residual(
-        cin, cout, k, hidden, hw, spec.stride, macro.se[spec.unit] and not fbnet,
-        groups=spec.groups, always_expand=fbnet,
+        cin, cout, k, hidden, hw, spec.stride, macro.se[spec.unit], groups=spec.groups, always_expand=fbnet
     )
 
 

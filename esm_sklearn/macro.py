@@ -206,7 +206,8 @@ class Macro:
         The space.
     block : {"bottleneck", "inverted_residual", "fbnet", "dense"}
         Kind of the searched blocks (``"fbnet"``: an inverted residual whose
-        1x1 convs have ``groups`` groups, with a channel shuffle).
+        1x1 convs have ``groups`` groups, followed by a channel shuffle, and
+        whose expansion conv is there even at ``expand_ratio=1``).
     stem, head : tuple of tuple
         Layers before the first and after the last unit (see the module
         source for the layer tuples).
@@ -355,8 +356,19 @@ class Macro:
         """Every distinct block of a space with these depth bounds and choices.
 
         ``choices`` are the block combinations ``(kernel_size, expand_ratio[,
-        groups])``, or the kernel sizes of a dense space. See
-        :meth:`SearchSpace.block_specs` for the order and the DenseNet grid.
+        groups])``, or the kernel sizes of a dense space.
+
+        Blocks: one spec per (unit, position, choices), position ``"first"``
+        (the unit's first block, which may change width and stride) or
+        ``"rest"`` (``in == out``, stride 1), then the ``"projection"`` of a
+        unit that may be empty, in the row order of
+        ``shared/datasets/h200/*_b1_lut.csv``. Dense: a dense layer's cost
+        depends on its input channels, which depend on the depths of earlier
+        units, so for each unit and kernel size there is one ``"dense_layer"``
+        spec per input-channel count on a grid of multiples of
+        ``densenet_channel_step`` covering every reachable count (unit 0: 64,
+        96, ..., 64 + 19*32), followed by ``"transition"`` specs on the same
+        kind of grid over the unit's reachable output channels.
         """
         if len(depth_bounds) != self.n_units:
             raise ValueError(

@@ -28,7 +28,6 @@ __all__ = [
     "BlockSpec",
     "Bottleneck",
     "DenseLayer",
-    "FBNetBlock",
     "InvertedResidual",
     "SqueezeExcite",
     "StagedNet",
@@ -144,8 +143,10 @@ class InvertedResidual(nn.Module):
 
     BN follows every conv; the expand and depthwise convs are followed by the
     activation, the projection is linear. The expand conv is left out when
-    ``hidden_channels == in_channels``. Residual when ``stride == 1`` and
-    ``in_channels == out_channels``.
+    ``hidden_channels == in_channels`` unless ``always_expand``. Residual when
+    ``stride == 1`` and ``in_channels == out_channels``. With ``groups > 1``
+    (FBNet) the 1x1 convs are group convs and a channel shuffle follows the
+    expansion.
     """
 
     def __init__(
@@ -157,60 +158,33 @@ class InvertedResidual(nn.Module):
         stride: int = 1,
         act: str = "hswish",
         use_se: bool = False,
+        groups: int = 1,
+        always_expand: bool = False,
     ):
         super().__init__()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.hidden_channels = hidden_channels
         self.expand = (
-            None
-            if hidden_channels == in_channels
-            else _conv_bn(in_channels, hidden_channels, 1, act=act)
+            _conv_bn(in_channels, hidden_channels, 1, groups=groups, act=act)
+            if always_expand or hidden_channels != in_channels
+            else None
         )
+        self.shuffle = nn.ChannelShuffle(groups) if groups > 1 else None
         self.depthwise = _conv_bn(
             hidden_channels, hidden_channels, kernel_size, stride, groups=hidden_channels, act=act
         )
         self.se = SqueezeExcite(hidden_channels) if use_se else None
-        self.project = _conv_bn(hidden_channels, out_channels, 1)
-        self.use_residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x if self.expand is None else self.expand(x)
-        y = self.depthwise(y)
-        if self.se is not None:
-            y = self.se(y)
-        y = self.project(y)
-        return x + y if self.use_residual else y
-
-
-class FBNetBlock(nn.Module):
-    """FBNet block: group conv1x1 expand (ReLU) -> [channel shuffle] -> depthwise
-    kxk (stride, ReLU) -> group conv1x1 project, BN after every conv; residual
-    when ``stride == 1`` and ``in_channels == out_channels``."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        hidden_channels: int,
-        stride: int = 1,
-        groups: int = 1,
-    ):
-        super().__init__()
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.expand = _conv_bn(in_channels, hidden_channels, 1, groups=groups, act="relu")
-        self.shuffle = nn.ChannelShuffle(groups) if groups > 1 else None
-        self.depthwise = _conv_bn(
-            hidden_channels, hidden_channels, kernel_size, stride, groups=hidden_channels, act="relu"
-        )
         self.project = _conv_bn(hidden_channels, out_channels, 1, groups=groups)
         self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(x)
+        y = x if self.expand is None else self.expand(x)
         if self.shuffle is not None:
             y = self.shuffle(y)
-        y = self.project(self.depthwise(y))
+        y = self.depthwise(y)
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project(y)
         return x + y if self.use_residual else y
 
 
@@ -307,12 +281,9 @@ def build_block(spec: BlockSpec) -> nn.Module:
     k, e = spec.kernel_size, spec.expand_ratio
     if spec.position == "projection":
         return _conv_bn(spec.in_channels, spec.out_channels, 1, spec.stride, act="relu")
-    if macro.block == "fbnet":
-        hidden = macro.hidden_channels(spec.in_channels, e)
-        return FBNetBlock(spec.in_channels, spec.out_channels, k, hidden, spec.stride, spec.groups)
     if macro.block == "bottleneck":
         return Bottleneck(spec.in_channels, spec.out_channels, k, e, spec.stride)
-    if macro.block == "inverted_residual":
+    if macro.block in ("inverted_residual", "fbnet"):
         return InvertedResidual(
             spec.in_channels,
             spec.out_channels,
@@ -321,6 +292,8 @@ def build_block(spec: BlockSpec) -> nn.Module:
             spec.stride,
             act=macro.activations[spec.unit],
             use_se=macro.se[spec.unit],
+            groups=spec.groups,
+            always_expand=macro.block == "fbnet",
         )
     if spec.position == "transition":
         return Transition(spec.in_channels)

@@ -542,18 +542,8 @@ class SearchSpace:
         Returns
         -------
         list of BlockSpec
-            ResNet / MobileNetV3 / OFA: one spec per (unit, position,
-            kernel_size, expand_ratio), position ``"first"`` (the unit's first
-            block, which may change width and stride) or ``"rest"`` (``in ==
-            out``, stride 1), in the row order of
-            ``shared/datasets/h200/*_b1_lut.csv``. DenseNet: a dense layer's cost
-            depends on its input channels, which depend on the depths of earlier
-            units, so for each unit and kernel size there is one
-            ``"dense_layer"`` spec per input-channel count on a grid of
-            multiples of ``densenet_channel_step`` covering every reachable
-            count (unit 0: 64, 96, ..., 64 + 19*32), followed by
-            ``"transition"`` specs on the same kind of grid over the unit's
-            reachable output channels.
+            In the row order of ``shared/datasets/h200/*_b1_lut.csv``; see
+            :meth:`esm_sklearn.macro.Macro.all_specs`.
 
         Examples
         --------
