@@ -175,6 +175,7 @@ def _collect_archs(space, n: int, strategy: str, n_bins: int, seed) -> tuple[lis
     return space.sample(n, strategy=strategy, n_bins=n_bins, random_state=seed, unique=True,
                         return_labels=True)
 
+
 def _qc_line(check) -> str:
     verdict = "passed" if check.passed else "FAILED"
     spreads = ", ".join(
@@ -994,6 +995,9 @@ def main(argv=None) -> int:
         code = args.func(args)
         sys.stdout.flush()
         return code
+    except KeyboardInterrupt:  # collect and fit say what is safe themselves
+        print(f"\nesm-sklearn {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader stopped early (`... | head`): stop quietly, like other Unix tools.
         _quiet_stdout()
