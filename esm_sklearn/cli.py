@@ -920,10 +920,10 @@ def _build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max-iter", type=int, default=50, help="most extensions")
     loop.add_argument("--max-samples", type=int, default=None,
                       help="most training samples (default: no limit)")
-    loop.add_argument("--encoding", default="fcc", help="architecture encoding "
-                      "(fcc, fc, feature, onehot, statistical, lut; see make_latency_pipeline)")
+    loop.add_argument("--encoding", default="fcc", help="architecture encoding: fcc, fc, fe, "
+                      "onehot, stat or lut (see make_latency_pipeline)")
     loop.add_argument("--regressor", default="mlp",
-                      help="regressor (mlp, ridge, ...; see make_latency_pipeline)")
+                      help="regressor: mlp, ridge, gbm or linear (see make_latency_pipeline)")
     loop.add_argument("--seed", type=int, default=0,
                       help="seeds sampling, the test set and the model; rerun with the same "
                       "seed to resume a device fit")
