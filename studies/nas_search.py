@@ -48,7 +48,6 @@ from threadpoolctl import threadpool_limits
 
 from esm_sklearn import ActiveLatencyEstimator, TorchLatencyOracle, get_space
 from esm_sklearn.metrics import kendall_tau, latency_accuracy
-from esm_sklearn.models import arch_block_specs, make_divisible
 from esm_sklearn.predictors import make_latency_pipeline
 from esm_sklearn.spaces import arch_key
 
@@ -61,57 +60,14 @@ QUICK = {"resolution": 32, "fit_samples": 20, "n_test": 10, "fit_runs": 3, "chec
 
 
 # ------------------------------------------------------------ cost model
-class CostModel:
-    """Parameters and multiply-adds of ResNet-space architectures, from their block specs.
-
-    A bottleneck with ``mid = make_divisible(out / 4 * e, 8)`` has convs
-    ``in x mid`` (1x1), ``mid x mid`` (k x k, strided) and ``mid x out`` (1x1),
-    a batch norm after each, and a 1x1 conv + BN shortcut when the shape changes.
-    The stem and head, the same in every architecture, are counted once with torch.
-    """
-
-    def __init__(self, resolution: int):
-        self.resolution = resolution
-        self._blocks: dict = {}
-        probe = SPACE.sample(1, random_state=0)[0]
-        model = SPACE.build_model(probe, resolution=resolution)
-        total = sum(p.numel() for p in model.parameters())
-        self.fixed_params = total - self.block_costs(probe)[0]
-        self.fixed_macs = self._fixed_macs(model)
-
-    @staticmethod
-    def _block(spec) -> tuple[int, int]:
-        cin, cout, k = spec.in_channels, spec.out_channels, spec.kernel_size
-        mid = make_divisible(cout / 4 * spec.expand_ratio, 8)
-        hw_in, hw_out = spec.in_hw, spec.out_hw
-        params = cin * mid + mid * mid * k * k + mid * cout + 2 * (2 * mid + cout)
-        macs = cin * mid * hw_in**2 + mid * mid * k * k * hw_out**2 + mid * cout * hw_out**2
-        if spec.stride > 1 or cin != cout:
-            params += cin * cout + 2 * cout
-            macs += cin * cout * hw_out**2
-        return params, macs
-
-    def block_costs(self, arch) -> tuple[int, int]:
-        params = macs = 0
-        for spec in arch_block_specs(arch, self.resolution):
-            if spec not in self._blocks:
-                self._blocks[spec] = self._block(spec)
-            p, m = self._blocks[spec]
-            params += p
-            macs += m
-        return params, macs
-
-    def _fixed_macs(self, model) -> int:
-        """Multiply-adds of the stem and the head."""
-        return _count_macs(model, [model.stem, model.head], self.resolution)
-
-    def __call__(self, archs) -> tuple[np.ndarray, np.ndarray]:
-        costs = np.array([self.block_costs(a) for a in archs], dtype=float).reshape(-1, 2)
-        return costs[:, 0] + self.fixed_params, costs[:, 1] + self.fixed_macs
+def costs(archs, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters and multiply-adds from the block specs (no model is built)."""
+    return (SPACE.count_params(archs).astype(float),
+            SPACE.count_flops(archs, resolution=resolution).astype(float))
 
 
-def _count_macs(model, parts, resolution: int) -> int:
-    """Multiply-adds of the conv and linear layers inside ``parts`` in one forward pass."""
+def _count_macs(model, resolution: int) -> int:
+    """Multiply-adds of the conv and linear layers in one forward pass, counted by torch."""
     macs = 0
 
     def hook(module, inputs, output):
@@ -122,7 +78,7 @@ def _count_macs(model, parts, resolution: int) -> int:
         elif isinstance(module, torch.nn.Linear):
             macs += module.in_features * module.out_features
 
-    handles = [m.register_forward_hook(hook) for part in parts for m in part.modules()]
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.inference_mode():
             model.eval()(torch.zeros(1, 3, resolution, resolution))
@@ -135,42 +91,15 @@ def _count_macs(model, parts, resolution: int) -> int:
 def torch_counts(arch, resolution: int) -> tuple[int, int]:
     """Parameters and multiply-adds of the built model, counted by torch (slow: builds it)."""
     model = SPACE.build_model(arch, resolution=resolution)
-    return sum(p.numel() for p in model.parameters()), _count_macs(model, [model], resolution)
+    return sum(p.numel() for p in model.parameters()), _count_macs(model, resolution)
 
 
 # ---------------------------------------------------------------- search
-def mutate(arch: dict, rng: np.random.RandomState) -> dict:
-    """One random edit: a block's kernel or expansion, or a block added or removed."""
-    depth = list(arch["depth"])
-    ks = [list(u) for u in arch["kernel_size"]]
-    er = [list(u) for u in arch["expand_ratio"]]
-    kernels, ratios = SPACE.block_choices["kernel_size"], SPACE.block_choices["expand_ratio"]
-    u = rng.randint(len(depth))
-    low, high = SPACE.depth_bounds[u]
-    move = rng.randint(4)
-    if move == 0 and depth[u] < high:  # add a block
-        pos = rng.randint(depth[u] + 1)
-        ks[u].insert(pos, int(kernels[rng.randint(len(kernels))]))
-        er[u].insert(pos, float(ratios[rng.randint(len(ratios))]))
-        depth[u] += 1
-    elif move == 1 and depth[u] > low:  # remove a block
-        pos = rng.randint(depth[u])
-        del ks[u][pos], er[u][pos]
-        depth[u] -= 1
-    else:  # change a block's kernel or expansion
-        pos = rng.randint(depth[u])
-        if rng.rand() < 0.5:
-            ks[u][pos] = int(kernels[rng.randint(len(kernels))])
-        else:
-            er[u][pos] = float(ratios[rng.randint(len(ratios))])
-    return {"space": SPACE.name, "depth": depth, "kernel_size": ks, "expand_ratio": er}
-
-
 class Evaluated:
     """Every candidate scored so far: predicted latency, params, FLOPs (deduplicated)."""
 
-    def __init__(self, predictor, costs: CostModel, batch_size: int):
-        self.predictor, self.costs, self.batch_size = predictor, costs, batch_size
+    def __init__(self, predictor, resolution: int, batch_size: int):
+        self.predictor, self.resolution, self.batch_size = predictor, resolution, batch_size
         self.archs: list[dict] = []
         self.keys: set[str] = set()
         self.cols = {"latency": [], "params": [], "macs": []}
@@ -188,7 +117,7 @@ class Evaluated:
             start = time.perf_counter()
             lat = np.asarray(self.predictor.predict(batch), dtype=float).reshape(-1)
             self.predict_seconds += time.perf_counter() - start
-            params, macs = self.costs(batch)
+            params, macs = costs(batch, self.resolution)
             self.cols["latency"].append(lat)
             self.cols["params"].append(params)
             self.cols["macs"].append(macs)
@@ -214,7 +143,8 @@ def search(ev: Evaluated, budget, args, rng) -> dict:
         if len(parents) == 0:
             raise ValueError(f"no candidate is predicted under the budget of {budget:.2f} ms; "
                              "raise --budget-ms")
-        children = [mutate(ev.archs[i], rng) for i in parents for _ in range(args.children)]
+        children = [SPACE.mutate(ev.archs[i], random_state=rng)
+                    for i in parents for _ in range(args.children)]
         n_new = ev.add(children)
         top = ev.frame().loc[best(ev.frame(), budget, args.objective, 1)].iloc[0]
         log(f"  generation {g}: {n_new} new candidates ({len(ev.archs)} in all), best "
@@ -324,8 +254,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with threadpool_limits(1):
         predictor = get_predictor(args)
-        costs = CostModel(args.resolution)
-        ev = Evaluated(predictor, costs, args.batch_size)
+        ev = Evaluated(predictor, args.resolution, args.batch_size)
         log(f"\nsearch: {args.n_random} random candidates, then {args.generations} generations "
             f"of {args.population} parents x {args.children} mutants; objective {args.objective}")
         ev.add(SPACE.sample(args.n_random, strategy="balanced", random_state=rng))
