@@ -119,7 +119,7 @@ class _Drawer:
         # one tolist() per depth makes the per-unit lists, `order` puts them back.
         starts = np.cumsum(flat_depths) - flat_depths
         groups = [
-            (d, starts[where][:, None] + np.arange(d))
+            (d, combo[starts[where][:, None] + np.arange(d)])
             for d in range(int(flat_depths.max(initial=0)) + 1)
             for where in [np.flatnonzero(flat_depths == d)]
             if where.size
@@ -133,11 +133,11 @@ class _Drawer:
             columns = {"space": [space.name] * k, "depth": _chunks(flat, n_units)}
             for fname, values in zip(space.block_choices, self.block_values):
                 per_depth = []
-                for d, blocks in groups:
+                for d, codes in groups:
                     if d:
-                        per_depth += values[combo[blocks]].tolist()
+                        per_depth += values[codes].tolist()
                     else:
-                        per_depth += map(list, itertools.repeat((), len(blocks)))
+                        per_depth += map(list, itertools.repeat((), len(codes)))
                 columns[fname] = _chunks(reorder(per_depth), n_units)
             for fname, values in zip(space.unit_choices, self.unit_values):
                 picked = values[rng.randint(len(values), size=k * n_units)].tolist()
