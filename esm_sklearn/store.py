@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -51,22 +50,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._store_export import LATENCY_COLUMNS, REFERENCE_COLUMNS, ExportMixin
+from ._store_runs import CLAIM_TIMEOUT, RunsMixin
 from ._validation import plain
 from .spaces import arch_key as _arch_key
 
 __all__ = ["MeasurementStore", "setting_key", "SCHEMA_VERSION", "LATENCY_COLUMNS",
-           "REFERENCE_COLUMNS"]
+           "REFERENCE_COLUMNS", "CLAIM_TIMEOUT"]
 
 SCHEMA_VERSION = 2
 KINDS = ("arch", "reference", "block")
 STATUSES = ("ok", "failed")
 
-# Columns of the shared H200 CSV format (shared/datasets/h200/README.md).
-LATENCY_COLUMNS = ["run", "order", "space", "sampling", "batch_size", "resolution",
-                   "total_depth", "latency_ms", "median_ms", "min_ms", "p90_ms", "std_ms",
-                   "runs", "arch"]
-REFERENCE_COLUMNS = ["run", "space", "ref_id", "round", "after_arch_id", "batch_size",
-                     "latency_ms", "median_ms", "std_ms", "runs"]
 
 # name -> SQLite declaration; order is the column order of frame().
 _COLUMNS: dict[str, str] = {
@@ -120,8 +115,6 @@ _SCHEMA_V2 = [
     "run INTEGER NOT NULL, claimed REAL NOT NULL, PRIMARY KEY (setting_key, arch_key))",
 ]
 _SCHEMA += _SCHEMA_V2
-# A claim of a run on another host whose heartbeat is older than this is stale.
-CLAIM_TIMEOUT = 3600.0
 
 
 def _json_default(obj):
@@ -189,22 +182,7 @@ def _is_read_only_error(exc: sqlite3.OperationalError) -> bool:
     return "readonly" in msg or "read-only" in msg or "unable to open" in msg
 
 
-def _run_alive(host, pid, heartbeat, ended, now: float) -> bool:
-    """Whether the run holding a claim may still be timing it."""
-    if ended is not None or host is None:
-        return False
-    if host == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except (PermissionError, OverflowError, ValueError):
-            return True
-        return True
-    return heartbeat is not None and now - float(heartbeat) < CLAIM_TIMEOUT
-
-
-class MeasurementStore:
+class MeasurementStore(RunsMixin, ExportMixin):
     """Append-only SQLite record of latency measurements.
 
     Parameters
@@ -494,117 +472,6 @@ class MeasurementStore:
             new._open(image=self._connection().serialize())
         return new
 
-    # ------------------------------------------------------------ collection runs
-    def begin_run(self, setting_key: str | None = None, info: dict | None = None) -> int:
-        """Allocate a collection run number, unique in this store, and register the run.
-
-        The number is taken inside the write lock, so two processes starting at
-        once get different numbers; it follows every run and ``batch`` value
-        already recorded (rows without one count as run 1). Call
-        :meth:`end_run` when the collection stops.
-
-        Parameters
-        ----------
-        setting_key : str, optional
-            The setting the run measures.
-        info : dict, optional
-            Anything JSON-serialisable to keep with the run.
-
-        Returns
-        -------
-        int
-
-        Examples
-        --------
-        >>> store = MeasurementStore()
-        >>> store.begin_run(), store.begin_run()
-        (1, 2)
-        >>> store.end_run(2)
-        """
-        self._check_writable("begin a collection run")
-        now = time.time()
-        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        info_text = None if info is None else _canonical_json(info)
-
-        def allocate(conn):
-            top = conn.execute("SELECT MAX(run) FROM runs").fetchone()[0] or 0
-            top_batch, n_null = conn.execute(
-                "SELECT MAX(batch), COUNT(*) - COUNT(batch) FROM measurements").fetchone()
-            run = max(top, top_batch or 0, 1 if n_null else 0) + 1
-            conn.execute("INSERT INTO runs (run, setting_key, host, pid, started, heartbeat, "
-                         "info) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (run, setting_key, socket.gethostname(), os.getpid(), started, now,
-                          info_text))
-            return run
-        return int(self._transaction(allocate))
-
-    def end_run(self, run: int) -> None:
-        """Mark ``run`` finished and release its claims (idempotent)."""
-        if self._read_only is not None or self._closed:
-            return
-        ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-        def finish(conn):
-            conn.execute("UPDATE runs SET ended = ? WHERE run = ? AND ended IS NULL",
-                         (ended, int(run)))
-            conn.execute("DELETE FROM claims WHERE run = ?", (int(run),))
-        self._transaction(finish)
-
-    def claim(self, setting_key: str, arch_key: str, run: int) -> str:
-        """Claim an architecture for timing by ``run``, atomically.
-
-        Returns
-        -------
-        {"ok", "measured", "claimed"}
-            ``"measured"``: an architecture row of this setting exists (nothing
-            to time); ``"claimed"``: another run that is still alive holds the
-            claim (wait for its row); ``"ok"``: the claim is ``run``'s, time it.
-            A claim of a finished run, of a dead process on this host, or of a
-            run on another host silent for ``CLAIM_TIMEOUT`` seconds is stale
-            and taken over.
-
-        Examples
-        --------
-        >>> store = MeasurementStore()
-        >>> a, b = store.begin_run("k"), store.begin_run("k")
-        >>> store.claim("k", "arch-1", a), store.claim("k", "arch-1", b)
-        ('ok', 'claimed')
-        >>> store.end_run(a)
-        >>> store.claim("k", "arch-1", b)
-        'ok'
-        """
-        self._check_writable("claim architectures")
-        run = int(run)
-
-        def take(conn):
-            if conn.execute("SELECT 1 FROM measurements WHERE kind = 'arch' AND "
-                            "setting_key = ? AND arch_key = ? LIMIT 1",
-                            (setting_key, arch_key)).fetchone():
-                return "measured"
-            now = time.time()
-            conn.execute("UPDATE runs SET heartbeat = ? WHERE run = ?", (now, run))
-            holder = conn.execute(
-                "SELECT c.run, r.host, r.pid, r.heartbeat, r.ended FROM claims c "
-                "LEFT JOIN runs r ON r.run = c.run WHERE c.setting_key = ? AND c.arch_key = ?",
-                (setting_key, arch_key)).fetchone()
-            if holder is not None and holder[0] != run and _run_alive(*holder[1:], now=now):
-                return "claimed"
-            conn.execute("INSERT OR REPLACE INTO claims (setting_key, arch_key, run, claimed) "
-                         "VALUES (?, ?, ?, ?)", (setting_key, arch_key, run, now))
-            return "ok"
-        return self._transaction(take)
-
-    def runs(self) -> pd.DataFrame:
-        """The collection runs (one row per :meth:`begin_run`), oldest first."""
-        conn = self._connection()
-        cols = ["run", "setting_key", "host", "pid", "started", "heartbeat", "ended", "info"]
-        try:
-            rows = self._retry(lambda: conn.execute(
-                f"SELECT {', '.join(cols)} FROM runs ORDER BY run").fetchall())
-        except sqlite3.OperationalError:  # a read-only version-1 store has no runs table
-            rows = []
-        return pd.DataFrame.from_records(rows, columns=cols)
-
     # ---------------------------------------------------------------- writing
     def add(self, record: dict) -> int:
         """Append one measurement and commit it before returning.
@@ -829,102 +696,3 @@ class MeasurementStore:
         if latest:
             df = df.drop_duplicates(["kind", "arch_key", "setting_key"], keep="last")
         return df.reset_index(drop=True)
-
-    def _single_setting(self, df: pd.DataFrame, setting_key: str | None, what: str) -> None:
-        keys = df["setting_key"].unique()
-        if setting_key is None and len(keys) > 1:
-            raise ValueError(
-                f"the store holds {what} of {len(keys)} settings {sorted(keys)}; pass "
-                f"setting_key= to export one of them (latencies of different devices or "
-                f"protocols must not be mixed in one table)"
-            )
-
-    def to_latency_table(self, setting_key: str | None = None) -> pd.DataFrame:
-        """'ok' architecture rows in the shared H200 CSV format.
-
-        The last 'ok' row per (arch_key, setting_key) is kept. ``run`` is the
-        collection ``batch`` (1 when not given), ``order`` the store row id (the
-        scale of ``after_arch_id`` in :meth:`to_references_table`, which is what
-        :func:`esm_sklearn.quality.drift_correct` needs), ``batch_size`` and
-        ``resolution`` come from the device description, ``total_depth`` is the
-        sum of the arch's ``depth``.
-
-        Parameters
-        ----------
-        setting_key : str, optional
-            Required when the store holds more than one setting.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``run, order, space, sampling, batch_size, resolution,
-            total_depth, latency_ms, median_ms, min_ms, p90_ms, std_ms, runs, arch``.
-        """
-        df = self.frame("arch", setting_key=setting_key, status="ok", latest=True)
-        self._single_setting(df, setting_key, "architecture rows")
-        out = pd.DataFrame(index=df.index)
-        devices = [json.loads(d) if isinstance(d, str) else {} for d in df["device"]]
-        archs = [json.loads(k) for k in df["arch_key"]]
-        out["run"] = df["batch"].fillna(1).astype("int64")
-        out["order"] = df["id"].astype("int64")
-        out["space"] = [s if isinstance(s, str) else a.get("space")
-                        for s, a in zip(df["space"], archs, strict=True)]
-        out["sampling"] = df["sampling"]
-        out["batch_size"] = pd.array([d.get("batch_size") for d in devices], dtype="Int64")
-        out["resolution"] = pd.array(
-            [d.get("resolution") if d.get("resolution") is not None else a.get("resolution")
-             for d, a in zip(devices, archs, strict=True)], dtype="Int64")
-        out["total_depth"] = pd.array(
-            [int(sum(a["depth"])) if isinstance(a.get("depth"), list) else None
-             for a in archs], dtype="Int64")
-        for name in _FLOAT_FIELDS:
-            out[name] = df[name]
-        out["runs"] = df["runs"]
-        out["arch"] = df["arch_key"]
-        return out[LATENCY_COLUMNS].reset_index(drop=True)
-
-    def to_references_table(self, setting_key: str | None = None) -> pd.DataFrame:
-        """'ok' reference rows in the H200 ``*_references.csv`` format.
-
-        ``run`` is the collection ``batch``, ``round`` the QC round and
-        ``after_arch_id`` the store id of the last architecture row timed before
-        the round (-1 at the start). Failed reference timings are left out.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``run, space, ref_id, round, after_arch_id, batch_size,
-            latency_ms, median_ms, std_ms, runs``.
-        """
-        df = self.frame("reference", setting_key=setting_key, status="ok")
-        self._single_setting(df, setting_key, "reference rows")
-        devices = [json.loads(d) if isinstance(d, str) else {} for d in df["device"]]
-        out = pd.DataFrame(index=df.index)
-        out["run"] = df["batch"].fillna(1).astype("int64")
-        out["space"] = df["space"]
-        out["ref_id"] = df["ref_id"]
-        out["round"] = df["qc_round"]
-        out["after_arch_id"] = df["after_arch_id"].fillna(-1).astype("int64")
-        out["batch_size"] = pd.array([d.get("batch_size") for d in devices], dtype="Int64")
-        for name in ("latency_ms", "median_ms", "std_ms", "runs"):
-            out[name] = df[name]
-        return out[REFERENCE_COLUMNS].reset_index(drop=True)
-
-    def export_csv(self, path: str | os.PathLike, setting_key: str | None = None) -> None:
-        """Write :meth:`to_latency_table` to ``path`` and the references beside it.
-
-        The references go to ``<stem>_references.csv`` in the same folder
-        (header only when there are none). Each file is written to a temporary
-        name and renamed, so a crash never leaves half a CSV.
-        """
-        path = Path(path)
-        if path.suffix.lower() != ".csv":
-            raise ValueError(f"export path {str(path)!r} must end in .csv")
-        table = self.to_latency_table(setting_key)
-        refs = self.to_references_table(setting_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for frame, target in ((table, path),
-                              (refs, path.with_name(path.stem + "_references.csv"))):
-            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, target)
