@@ -316,7 +316,13 @@ def _help_devices(columns, space: str) -> list[str]:
 
 
 def help_dir() -> Path:
-    """Folder of the bundled HELP tables (``ofa_latency.csv.gz``, ``fbnet_latency.csv.gz``)."""
+    """Folder of the bundled HELP tables (``ofa_latency.csv.gz``, ``fbnet_latency.csv.gz``).
+
+    Examples
+    --------
+    >>> sorted(p.name for p in help_dir().glob("*.gz"))
+    ['fbnet_latency.csv.gz', 'ofa_latency.csv.gz']
+    """
     return _data_dir() / "help"
 
 
