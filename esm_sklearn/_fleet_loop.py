@@ -217,13 +217,16 @@ class _FleetRun:
                 # calibrated; they were not written, so they are timed again elsewhere.
                 self.queue.extendleft(item for _, item in unit.buffer)
                 unit.buffer = []
-        for addr, report in self._describe([a for a in alive if a not in self.units]).items():
-            self._add_unit(addr, report)
+        # (A new worker joins as a unit with its first result, which describes it.)
         self._calibrate()
-        # Tasks pinned to a unit that is gone would wait for it forever.
+        # Tasks pinned to units that are gone would wait for them forever.
         ok = {a for a, u in self.units.items() if u.state == "active"}
-        for f, (what, addr, _) in list(self.pending.items()):
-            if what in ("refs", "retime") and addr not in ok:
+        for f, (what, addr, item) in list(self.pending.items()):
+            if what == "arch" and item.get("allowed") and not item["allowed"] & ok:
+                f.cancel()
+                del self.pending[f]
+                self.queue.appendleft(item)
+            elif what in ("refs", "retime") and addr not in ok:
                 f.cancel()
                 del self.pending[f]
                 unit = self.units[addr]
@@ -339,6 +342,7 @@ class _FleetRun:
                 if not allowed:
                     self.counts["n_failed"] += 1
                     continue
+            item["allowed"] = allowed
             self.pending[self._submit([item["arch"]], allowed=allowed)] = ("arch", None, item)
         if self.references and not self.queue and not self._in_flight():
             for unit in active:  # the closing round of each unit with unchecked timings
@@ -382,10 +386,9 @@ class _FleetRun:
             return
         report = f.result()
         unit = self.units.get(report["worker"])
-        if unit is None:  # a worker not seen yet: describe it first
-            self._check_units()
-            unit = self.units.get(report["worker"])
-        if unit is None or unit.state == "retired" or report["setting_key"] != self.skey:
+        if unit is None:  # a worker new to the fleet (e.g. restarted): it joins as a unit
+            unit = self._add_unit(report["worker"], report)
+        if unit.state == "retired" or report["setting_key"] != self.skey:
             self.queue.appendleft(item)  # not from a unit of this fleet: time it again
             return
         if unit.factor is None:

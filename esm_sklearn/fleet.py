@@ -19,7 +19,10 @@ references, store) and spreads its architectures over the units:
   number) and a failing round has that unit re-time its batch;
 * units of one kind are calibrated against each other: a unit's factor is the
   geometric mean, over references, of its first-round latency divided by the
-  fleet's median; its results are divided by it (raw values stay in ``extra``);
+  fleet's median (or by the store's median for the setting, so that sessions
+  share one scale); its results are divided by it (raw values in ``extra``);
+* a worker that joins (e.g. restarted by its nanny) is a new unit: its first
+  result describes it, its first reference round calibrates it;
 * a unit whose failures are not confirmed elsewhere (the architecture times
   fine on another unit) ``max_unit_failures`` times, or that cannot time its
   references, is retired with a warning.
@@ -74,7 +77,7 @@ def start_local_cluster(n_workers: int, resource: str = "device:cpu", **kwargs):
     from distributed import LocalCluster
 
     opts = dict(n_workers=int(n_workers), threads_per_worker=1, processes=True,
-                resources={resource: 1}, dashboard_address=None,
+                resources={resource: 1}, dashboard_address=":0",
                 silence_logs=logging.ERROR)
     opts.update(kwargs)
     return LocalCluster(**opts)
@@ -125,7 +128,8 @@ class FleetLatencyOracle(BaseEstimator):
         Worker resource that marks a unit (default ``unit_resource(oracle.device)``);
         give each kind of device its own name (``"device:rtx4090"``).
     pin_cores : bool, default True
-        Local CPU mode: pin worker ``i`` to the ``i``-th usable core.
+        Local CPU mode: pin worker ``i`` to the ``i``-th usable core (turn it
+        off on a host shared with other jobs, where one core may be busier).
     calibrate : bool, default True
         Divide each unit's results by its reference factor.
     max_unit_failures : int, default 3
@@ -143,7 +147,10 @@ class FleetLatencyOracle(BaseEstimator):
         ``core``, ``device``, ``run``, ``state``, ``factor``, ``n_measured``,
         ``qc_passed``, ``qc_spread``, ``note``.
     references_ : DataFrame
-        The reference timings of the last call, one row per unit, round and reference.
+        The reference timings of the last call, one row per unit, round and
+        reference: ``unit``, ``run``, ``ref_id``, ``round``, ``raw_latency_ms``,
+        ``latency_ms`` (divided by the unit's ``factor``), ``factor``, ``passed``,
+        ``final``. :func:`reference_agreement` compares the units on them.
     qc_ : DataFrame
         One row per reference round (``unit`` added to the oracle's columns).
     qc_check_ : ReferenceCheck or None

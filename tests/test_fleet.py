@@ -62,6 +62,10 @@ def test_params_clone_pickle_without_a_cluster(tmp_path):
     assert fleet.oracle.runs == 7
     back = pickle.loads(pickle.dumps(fleet))
     assert back.get_params()["n_workers"] == 2 and "_conn" not in back.__dict__
+    # unpickling touches no file: the store path stays a path, nothing is created
+    stored = FleetLatencyOracle(TorchLatencyOracle(store=str(tmp_path / "s.sqlite")))
+    pickle.loads(pickle.dumps(stored))
+    assert not (tmp_path / "s.sqlite").exists()
     with pytest.raises(ValueError, match="n_workers .* or scheduler"):
         FleetLatencyOracle(n_workers=2, scheduler="tcp://x:1").measure(SPACE.sample(1))
     with pytest.raises(ValueError, match="n_workers must be an int >= 1 or None, got 0"):
