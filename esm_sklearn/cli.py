@@ -63,19 +63,6 @@ def list_spaces() -> list[str]:
 _MIN_REPLAY = 20
 
 
-# ------------------------------------------------------------------ paths
-
-
-
-
-
-
-
-
-
-
-
-
 # ------------------------------------------------------------ spaces / sample
 def _cmd_spaces(args) -> int:
     for name in list_spaces():
@@ -109,8 +96,6 @@ def _collect_archs(space, n: int, strategy: str, n_bins: int, seed) -> tuple[lis
     """
     return space.sample(n, strategy=strategy, n_bins=n_bins, random_state=seed, unique=True,
                         return_labels=True)
-
-
 
 
 def _cmd_collect(args) -> int:
@@ -187,8 +172,10 @@ def _run_collect(args, space, oracle, store, archs, labels, export, lut_out) -> 
             print(f"  {_qc_line(check)}")
             n_retry = int((~oracle.qc_["passed"]).sum()) if len(oracle.qc_) else 0
             if n_retry:
-                print(f"  {n_retry} QC round(s) of this session failed and their batches were "
-                      "timed again (see the store's reference rows)")
+                again = ("the batches before them were timed again" if s["n_retimed"]
+                         else "nothing was timed again (--max-retries 0)")
+                print(f"  {n_retry} QC round(s) of this session failed; {again} (see the "
+                      "store's reference rows)")
         print(f"  store: {args.store} (setting {oracle.setting_key_[:12]})")
         if export is not None:
             store.export_csv(export, setting_key=oracle.setting_key_)
@@ -205,30 +192,6 @@ _ORACLE_OPTIONS = (("resolution", "resolution"), ("runs", "runs"), ("warmup", "w
                    ("n_references", "n_references"), ("check_every", "check_every"),
                    ("variance_threshold", "variance_threshold"),
                    ("max_retries", "max_retries"))
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _cmd_fit(args) -> int:
@@ -373,8 +336,6 @@ def _run_fit(args, space, source, data, store, oracle, out, plots) -> int:
         print(f"figures -> {', '.join(str(f) for f in files)}")
     print(f"saved -> {out}")
     return 0
-
-
 
 
 def _cmd_predict(args) -> int:
