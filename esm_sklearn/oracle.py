@@ -117,6 +117,13 @@ class TorchLatencyOracle(BaseEstimator):
     so all latencies of a setting share one scale; quality control then judges
     the references' paired latencies, i.e. their ratios.
 
+    The defaults on a CPU (one thread, the thread clock, paired, adaptive
+    repeats) are what ``benchmarks/bench_timing_noise.py`` found trustworthy on
+    a busy 2-core machine: worst reference spread 1.9-3% under load, against
+    18% for the thread clock alone and 34% for the wall clock
+    (``docs/results/timing_noise.md``). A GPU uses the wall clock with
+    synchronisation; pairing works there too.
+
     Parameters
     ----------
     device : str
@@ -162,8 +169,9 @@ class TorchLatencyOracle(BaseEstimator):
         How often a batch is timed again before the failure is accepted (and
         recorded).
     threads : int, optional
-        torch intra-op threads while timing (restored afterwards); None keeps
-        the current setting.
+        torch intra-op threads while timing (restored afterwards). None: one
+        on a CPU (the latency of one core at batch 1, and what the thread clock
+        needs), torch's current setting on a GPU.
     store : str, path or MeasurementStore, optional
         Every measurement is written there as it completes; architectures
         already recorded under the same device and protocol are not measured
@@ -282,8 +290,15 @@ class TorchLatencyOracle(BaseEstimator):
     def _resolved_clock(self, dev) -> str:
         import torch
 
-        threads = int(self.threads) if self.threads is not None else torch.get_num_threads()
+        threads = self._threads(dev)
+        threads = threads if threads is not None else torch.get_num_threads()
         return timing.resolve_clock(self.clock, dev.type, threads)
+
+    def _threads(self, dev) -> int | None:
+        """torch threads while timing: ``threads``, else 1 on a CPU (None: leave as is)."""
+        if self.threads is not None:
+            return int(self.threads)
+        return 1 if dev.type == "cpu" else None
 
     def _protocol(self, space: SearchSpace, clock: str) -> dict:
         protocol = {"warmup": int(self.warmup), "runs": int(self.runs), "trim": float(self.trim),
@@ -306,12 +321,13 @@ class TorchLatencyOracle(BaseEstimator):
         import torch
 
         before = torch.get_num_threads()
+        threads = self._threads(_parse_device(self.device))
         try:
-            if self.threads is not None:
-                torch.set_num_threads(int(self.threads))
+            if threads is not None:
+                torch.set_num_threads(threads)
             yield
         finally:
-            if self.threads is not None:
+            if threads is not None:
                 torch.set_num_threads(before)
 
     def _open_store(self):
@@ -335,8 +351,10 @@ class TorchLatencyOracle(BaseEstimator):
         """
         space = get_space(space)
         rng = np.random.RandomState(zlib.crc32(f"esm-references:{space.name}".encode()))
-        fresh = space.sample(int(self.n_references), strategy="random", random_state=rng,
-                             unique=True)
+        fresh: list[dict] = []
+        while len(fresh) < int(self.n_references):
+            # One at a time, so 4 references are the first 4 of 6 whatever the sampler does.
+            fresh += space.sample(1, strategy="random", random_state=rng, exclude=fresh)
         out = []
         for ref_id, arch in enumerate(fresh):
             kept = (stored or {}).get(ref_id)
@@ -347,7 +365,7 @@ class TorchLatencyOracle(BaseEstimator):
         """Device description (name, type, torch, cuda, threads, batch size, resolution)."""
         dev = self._check_params()
         res = self._effective_resolution(get_space(space)) if space is not None else self.resolution
-        return describe_device(dev, self.threads, self.batch_size, res)
+        return describe_device(dev, self._threads(dev), self.batch_size, res)
 
     # ----------------------------------------------------------------- timing
     def time_model(self, model, input_shape) -> dict:
@@ -477,12 +495,31 @@ class TorchLatencyOracle(BaseEstimator):
         space = get_space(space) if space is not None else infer_space([arch])
         canon = space.validate(arch)
         with self._thread_setting():
-            session = self._session_for(space, dev)
-            device_info = describe_device(dev, self.threads, self.batch_size,
-                                          self._effective_resolution(space))
+            setting = self._setting(space, dev)
             stats = self._time_arch(space, canon, dev)
-        skey = setting_key(device_info, self._protocol(space, session.clock))
-        return {**stats, "arch_key": arch_key(canon), "setting_key": skey, "device": device_info}
+        return {**stats, "arch_key": arch_key(canon), "setting_key": setting["setting_key"],
+                "device": setting["device"]}
+
+    def setting(self, space) -> dict:
+        """The setting this oracle times ``space`` under, without timing anything.
+
+        Returns
+        -------
+        dict
+            ``device`` (:func:`describe_device`), ``protocol`` (warmup, runs,
+            trim, clock, pairing and its anchor, adaptive stop) and
+            ``setting_key``, the key the store files the measurements under.
+        """
+        dev = self._check_params()
+        with self._thread_setting():
+            return self._setting(get_space(space), dev)
+
+    def _setting(self, space: SearchSpace, dev) -> dict:
+        device = describe_device(dev, self._threads(dev), self.batch_size,
+                                 self._effective_resolution(space))
+        protocol = self._protocol(space, self._resolved_clock(dev))
+        return {"device": device, "protocol": protocol,
+                "setting_key": setting_key(device, protocol)}
 
     # ---------------------------------------------------------------- measure
     def measure(self, archs, space=None, sampling=None) -> np.ndarray:
@@ -532,10 +569,8 @@ class TorchLatencyOracle(BaseEstimator):
     def _measure(self, space, dev, canon, labels, store):
         self.__dict__.pop("_session", None)  # a fresh burn-in and calibration per call
         session = self._session_for(space, dev)
-        device_info = describe_device(dev, self.threads, self.batch_size,
-                                      self._effective_resolution(space))
-        protocol = self._protocol(space, session.clock)
-        skey = setting_key(device_info, protocol)
+        setting = self._setting(space, dev)
+        device_info, protocol, skey = setting["device"], setting["protocol"], setting["setting_key"]
         session.store, session.setting_key = store, skey
         self.device_info_, self.setting_key_, self.clock_ = device_info, skey, session.clock
         run = Collection(self, space, dev, {"space": space.name, "setting_key": skey,
@@ -597,7 +632,7 @@ class TorchLatencyOracle(BaseEstimator):
         rows = []
         try:
             with self._thread_setting():
-                device_info = describe_device(dev, self.threads, self.batch_size,
+                device_info = describe_device(dev, self._threads(dev), self.batch_size,
                                               resolution if resolution is not None
                                               else self._effective_resolution(space))
                 protocol = self._protocol(space, self._resolved_clock(dev))

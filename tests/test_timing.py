@@ -4,6 +4,7 @@ repeats, burn-in), checked with fake models on a fake clock: no real timing."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -152,6 +153,9 @@ def test_auto_clock_follows_the_thread_count(fake):
     two = TorchLatencyOracle(**{**FAST, "threads": 2, "n_references": 0})
     two.measure(arch)
     assert one.clock_ == "thread" and two.clock_ == "wall"
+    default = TorchLatencyOracle(**{**FAST, "threads": None, "n_references": 0})
+    default.measure(arch)  # a CPU: one thread and the thread clock unless told otherwise
+    assert default.clock_ == "thread" and default.device_info_["threads"] == 1
     assert json.loads(one.stats_["arch"].iloc[0]) == arch[0]
     assert one.setting_key_ != two.setting_key_  # the clock is part of the protocol
 
@@ -237,6 +241,7 @@ def test_oracle_paired_latency_and_store_keep_ratio_and_raw_statistics(fake):
     assert extra["raw"]["latency_ms"] == pytest.approx(11.0)
     assert extra["anchor_raw"]["latency_ms"] == pytest.approx(17.0)
     assert extra["clock"] == "thread" and row["runs"] == 9
+    assert extra["seconds"] > 0 and oracle.stats_["seconds"].iloc[0] == extra["seconds"]
     protocol = json.loads(row["protocol"])
     assert protocol["paired"] is True and protocol["clock"] == "thread"
     assert json.loads(protocol["anchor"])["depth"] == [4, 4, 4, 4]
@@ -303,3 +308,43 @@ def test_burn_in_runs_anchor_and_references_before_the_first_reference_round(fak
     log.clear()
     TorchLatencyOracle(**{**FAST, "n_references": 2}).measure(archs)
     assert log[:61] == [ANCHOR] * 61 and log[61:63] == [refs[0], ANCHOR]
+
+
+def test_time_architecture_is_the_per_arch_entry_point_of_a_fleet(fake):
+    clock, log = fake
+    space = get_space("mobilenetv3")
+    a, b = space.sample(2, random_state=4)
+    oracle = TorchLatencyOracle(**{**FAST, "burn_in": 0.1})
+    first = oracle.time_architecture(a)
+    n_after_first = len(log)
+    second = oracle.time_architecture(json.dumps(b), space="mobilenetv3")
+    # burn-in and calibration happen once per oracle, not per architecture
+    assert len(log) - n_after_first == 2 * (1 + 9)  # warm-up pair + 9 pairs
+    assert first["latency_ms"] == pytest.approx(1.0 + sum(a["depth"]))
+    assert second["latency_ms"] == pytest.approx(1.0 + sum(b["depth"]))
+    assert first["status"] == "ok" and first["anchor_ms"] == second["anchor_ms"]
+    assert first["setting_key"] == second["setting_key"] and first["device"]["type"] == "cpu"
+    assert json.loads(second["arch_key"]) == b
+    # the setting, known before anything is timed (a fleet checks its units with it)
+    setting = TorchLatencyOracle(**FAST).setting("mobilenetv3")
+    assert setting["setting_key"] == first["setting_key"] and setting["device"] == first["device"]
+    assert setting["protocol"]["clock"] == "thread" and setting["protocol"]["paired"] is True
+    # what a dask worker receives: parameters only, no built models
+    copy = pickle.loads(pickle.dumps(oracle))
+    assert "_session" not in copy.__dict__ and copy.get_params() == oracle.get_params()
+
+
+def test_oracle_records_the_runs_adaptive_repeats_used(fake):
+    clock, log = fake
+    archs = get_space("mobilenetv3").sample(2, random_state=5)
+    store = MeasurementStore()
+    # Fake models take exactly their time: the interval is 0 after min_runs pairs.
+    oracle = TorchLatencyOracle(**{**FAST, "runs": 50, "min_runs": 6, "rel_ci": 0.01,
+                                   "n_references": 0, "store": store})
+    oracle.measure(archs)
+    assert list(oracle.stats_["runs"]) == [6, 6]
+    assert list(store.frame("arch")["runs"]) == [6, 6]
+    assert json.loads(store.frame("arch")["protocol"].iloc[0])["rel_ci"] == 0.01
+    fixed = TorchLatencyOracle(**{**FAST, "runs": 12, "rel_ci": None, "n_references": 0})
+    fixed.measure(archs)
+    assert list(fixed.stats_["runs"]) == [12, 12]
