@@ -109,43 +109,54 @@ def layers_counts(layers, hw: int) -> tuple[int, int]:
 
 
 def _lookup(keys: np.ndarray, count) -> np.ndarray:
-    """``(len(keys), 2)`` counts of integer keys, ``count(key)`` once per distinct key."""
-    unique, inverse = np.unique(keys, return_inverse=True)
-    table = np.array([count(int(key)) for key in unique], dtype=np.int64).reshape(-1, 2)
-    return table[inverse.reshape(-1)]
+    """``(len(keys), 2)`` counts of non-negative integer keys, ``count(key)``
+    once per distinct key."""
+    present = np.flatnonzero(np.bincount(keys))
+    table = np.zeros((int(present[-1]) + 1 if present.size else 1, 2), dtype=np.int64)
+    table[present] = np.array([count(int(key)) for key in present], dtype=np.int64).reshape(-1, 2)
+    return table[keys]
 
 
-def _block_space_counts(macro, space, scan, rows, resolution, num_classes) -> np.ndarray:
-    """Counts of the architectures ``rows`` of a space of searched blocks."""
+def _sum_rows(rows: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
+    """``(n, 2)`` sums of ``counts`` per row index."""
+    return np.stack(
+        [np.bincount(rows, weights=counts[:, j], minlength=n) for j in range(2)], axis=1
+    ).astype(np.int64)
+
+
+def _block_tables(macro, combos, resolution, num_classes):
+    """Per block (unit, first/rest, combination), per empty unit, and fixed
+    (stem and head) counts at ``resolution``."""
     geometry = macro.unit_geometry(resolution)
-    combos = space.block_combinations
-    table = np.array(
-        [
-            [spec_counts(macro.block_spec(u, first, combo, geometry), macro) for combo in combos]
-            for u in range(macro.n_units)
-            for first in (True, False)
-        ],
-        dtype=np.int64,
-    ).reshape(macro.n_units, 2, len(combos), 2)
-    projections = np.array(
-        [
-            (0, 0) if spec is None else spec_counts(spec, macro)
-            for spec in (macro.projection_spec(u, geometry) for u in range(macro.n_units))
-        ],
-        dtype=np.int64,
-    )
+    blocks = [
+        [spec_counts(macro.block_spec(u, first, combo, geometry), macro) for combo in combos]
+        for u in range(macro.n_units)
+        for first in (True, False)
+    ]
+    projections = [
+        (0, 0) if spec is None else spec_counts(spec, macro)
+        for spec in (macro.projection_spec(u, geometry) for u in range(macro.n_units))
+    ]
     hw, _, _, stride = geometry[-1]
     fixed = np.add(
         layers_counts(macro.stem, resolution),
         layers_counts(macro.head_layers(macro.widths[-1], num_classes), strided(hw, stride)),
     )
-    blocks = rows[scan.row]
-    cost = table[scan.unit[blocks], (scan.slot[blocks] > 0).astype(np.intp), scan.combo[blocks]]
-    out = np.empty((scan.n, 2), dtype=np.int64)
-    for j in range(2):
-        out[:, j] = np.bincount(scan.row[blocks], weights=cost[:, j], minlength=scan.n).astype(np.int64)
-    out += (scan.depth == 0).astype(np.int64) @ projections + fixed
-    return out[rows]
+    return blocks, projections, fixed
+
+
+def _block_space_counts(macro, space, scan, resolutions, res_index, num_classes) -> np.ndarray:
+    """Counts of a space of searched blocks; architecture i at ``resolutions[res_index[i]]``."""
+    tables = [_block_tables(macro, space.block_combinations, int(r), num_classes) for r in resolutions]
+    shape = (len(resolutions), macro.n_units, 2, len(space.block_combinations), 2)
+    blocks = np.array([t[0] for t in tables], dtype=np.int64).reshape(shape)
+    projections = np.array([t[1] for t in tables], dtype=np.int64)  # (n_res, n_units, 2)
+    fixed = np.array([t[2] for t in tables], dtype=np.int64)  # (n_res, 2)
+    position = (scan.slot > 0).astype(np.intp)  # 0: a unit's first block, 1: later ones
+    cost = blocks[res_index[scan.row], scan.unit, position, scan.combo]
+    out = _sum_rows(scan.row, cost, scan.n)
+    empty = (scan.depth == 0).astype(np.int64)[:, :, None]
+    return out + (empty * projections[res_index]).sum(axis=1) + fixed[res_index]
 
 
 def _dense_space_counts(macro, space, scan, rows, resolution, num_classes) -> np.ndarray:
@@ -169,8 +180,7 @@ def _dense_space_counts(macro, space, scan, rows, resolution, num_classes) -> np
         (u, k), c = divmod(key // big, n_k), key % big
         return spec_counts(BlockSpec(name, u, "dense_layer", k, None, c, c + growth, hws[u], 1), macro)
 
-    out = np.zeros((scan.n, 2), dtype=np.int64)
-    np.add.at(out, row, _lookup(keys, layer))
+    out = _sum_rows(row, _lookup(keys, layer), scan.n)
     sel = np.flatnonzero(rows)
     for u in range(n_units - 1):
         c_out = channels[sel, u] + growth * scan.depth[sel, u]
@@ -192,9 +202,12 @@ def count(space, archs, resolution=None, num_classes: int = 1000) -> np.ndarray:
     else:
         j = list(space.global_choices).index("resolution")
         res = np.array(space.global_choices["resolution"], dtype=np.int64)[scan.gidx[:, j]]
-    counts = _dense_space_counts if macro.block == "dense" else _block_space_counts
+    resolutions, res_index = np.unique(res, return_inverse=True)
+    res_index = res_index.reshape(-1)
+    if macro.block != "dense":
+        return _block_space_counts(macro, space, scan, resolutions, res_index, num_classes)
     out = np.zeros((scan.n, 2), dtype=np.int64)
-    for r in np.unique(res):
-        rows = res == r
-        out[rows] = counts(macro, space, scan, rows, int(r), num_classes)
+    for i, r in enumerate(resolutions):
+        rows = res_index == i
+        out[rows] = _dense_space_counts(macro, space, scan, rows, int(r), num_classes)
     return out

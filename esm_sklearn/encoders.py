@@ -15,11 +15,8 @@ is one numeric column named by the field (one-hot columns for
 - :class:`StatisticalEncoder`: depth, mean and std of every feature;
 - :class:`LookupTableEncoder`: sum of the profiled latencies of the unit's blocks.
 
-All encoders read architectures through one fast, batched path: exact
-choice values are matched directly; anything else goes through
-:meth:`SearchSpace.validate`, which canonicalises near values (``0.667`` ->
-``0.6667``) or raises a ``ValueError`` naming the unit, block, field and the
-allowed values.
+All encoders read architectures through one fast, batched path, the codec
+of :mod:`esm_sklearn.codec`.
 """
 
 from __future__ import annotations
