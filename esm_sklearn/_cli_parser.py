@@ -56,6 +56,28 @@ def _add_help_source(group, aliases: bool) -> None:
                            choices=["ofa_mobilenetv3", "fbnet"], help=argparse.SUPPRESS)
 
 
+def _add_timing_options(group, defaults: bool) -> None:
+    """The oracle's timing protocol (TorchLatencyOracle); ``defaults=False``: None unless given
+    (``fit`` replays refuse them), with the oracle's default named in the help."""
+    def default(value):
+        return value if defaults else None
+
+    group.add_argument("--clock", choices=["auto", "wall", "thread"], default=default("auto"),
+                       help="wall: elapsed time; thread: CPU time of the timing thread (one "
+                       "thread on a CPU); auto: thread on a CPU, else wall (default: auto)")
+    group.add_argument("--paired", action=argparse.BooleanOptionalAction, default=default(True),
+                       help="time each model alternately with an anchor model, which cancels "
+                       "slow drifts of the machine (default: paired)")
+    group.add_argument("--min-runs", type=int, default=default(30),
+                       help="adaptive repeats: runs before the interval may stop the timing "
+                       "(default: 30)")
+    group.add_argument("--rel-ci", type=float, default=default(0.01),
+                       help="stop once the 95%% interval is within this fraction (0.01 is "
+                       "+-1%%; 0: always --runs) (default: 0.01)")
+    group.add_argument("--burn-in", type=float, default=default(3.0), metavar="SECONDS",
+                       help="untimed passes before the first model is timed (default: 3.0)")
+
+
 def build_parser(commands: dict) -> argparse.ArgumentParser:
     """The parser; ``commands`` maps each subcommand name to its ``_cmd_<name>(args)``."""
     parser = argparse.ArgumentParser(
@@ -103,13 +125,16 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
                    "to resume")
     p.add_argument("--resolution", type=int, default=None,
                    help="input resolution in pixels (default: the space's, e.g. 224)")
-    p.add_argument("--runs", type=int, default=150, help="timed inferences per model")
+    p.add_argument("--runs", type=int, default=150,
+                   help="most timed inferences (pairs when paired) per model")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences first")
     p.add_argument("--trim", type=float, default=0.2,
                    help="share of the fastest and of the slowest runs dropped before averaging")
     p.add_argument("--batch-size", type=int, default=1, help="input batch size")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads while timing (default: torch's setting)")
+                   help="torch intra-op threads while timing (default: one on a CPU, torch's "
+                   "setting on a GPU)")
+    _add_timing_options(p, defaults=True)
     p.add_argument("--n-references", type=int, default=4,
                    help="reference architectures re-timed for quality control (0: off)")
     p.add_argument("--check-every", type=int, default=150,
@@ -155,10 +180,13 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
                      "(default: runs/<device>_<space>.sqlite)")
     dev.add_argument("--resolution", type=int, default=None,
                      help="input resolution in pixels (default: the space's)")
-    dev.add_argument("--runs", type=int, default=None, help="timed runs per model (default: 150)")
+    dev.add_argument("--runs", type=int, default=None,
+                     help="most timed runs (pairs when paired) per model (default: 150)")
     dev.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 10)")
     dev.add_argument("--threads", type=int, default=None,
-                     help="torch intra-op threads while timing (default: torch's setting)")
+                     help="torch intra-op threads while timing (default: one on a CPU, torch's "
+                     "setting on a GPU)")
+    _add_timing_options(dev, defaults=False)
     dev.add_argument("--batch-size", type=int, default=None, help="input batch size (default: 1)")
     dev.add_argument("--n-references", type=int, default=None,
                      help="reference architectures for quality control (0: off; default: 4)")

@@ -113,8 +113,9 @@ def _cmd_collect(args) -> int:
         device=args.device, batch_size=args.batch_size, resolution=args.resolution,
         warmup=args.warmup, runs=args.runs, trim=args.trim, n_references=args.n_references,
         check_every=args.check_every or None, variance_threshold=args.variance_threshold,
-        max_retries=args.max_retries, threads=args.threads, random_state=args.seed,
-        progress=not args.no_progress,
+        max_retries=args.max_retries, threads=args.threads, clock=args.clock,
+        paired=args.paired, min_runs=args.min_runs, rel_ci=args.rel_ci or None,
+        burn_in=args.burn_in, random_state=args.seed, progress=not args.no_progress,
     )
     oracle.device_description(space)
     archs, labels = _collect_archs(space, args.n, args.strategy, args.n_bins, args.seed)
@@ -191,7 +192,8 @@ _ORACLE_OPTIONS = (("resolution", "resolution"), ("runs", "runs"), ("warmup", "w
                    ("threads", "threads"), ("batch_size", "batch_size"),
                    ("n_references", "n_references"), ("check_every", "check_every"),
                    ("variance_threshold", "variance_threshold"),
-                   ("max_retries", "max_retries"))
+                   ("max_retries", "max_retries"), ("clock", "clock"), ("paired", "paired"),
+                   ("min_runs", "min_runs"), ("rel_ci", "rel_ci"), ("burn_in", "burn_in"))
 
 
 def _cmd_fit(args) -> int:
@@ -237,6 +239,8 @@ def _cmd_fit(args) -> int:
                          if getattr(args, dest) is not None}
         if oracle_params.get("check_every") == 0:
             oracle_params["check_every"] = None  # only at start and end
+        if oracle_params.get("rel_ci") == 0:
+            oracle_params["rel_ci"] = None  # always --runs
         oracle = TorchLatencyOracle(device=device, progress=not args.no_progress, **oracle_params)
         oracle.device_description(space)  # a bad device or setting fails here, before any file
         store_path = args.store or str(Path("runs") / f"{device.replace(':', '')}_{space.name}.sqlite")

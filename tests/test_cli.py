@@ -176,6 +176,7 @@ def test_evaluate_a_csv_path_and_a_plain_pipeline(tmp_path, capsys):
         (["fit", "--table", "nope"], "neither a CSV file nor a bundled table"),
         (["fit", "--table", TABLE, "--store", "x.sqlite"], "--store only apply"),
         (["fit", "--table", TABLE, "--runs", "3"], "--runs only apply"),
+        (["fit", "--table", TABLE, "--no-paired"], "--paired only apply"),
         (["fit", "--table", TABLE, "--space", "densenet"], "does not match"),
         (["fit"], "give --space"),
         (["fit", "--help-data", "."], "needs --help-target-device"),
@@ -477,11 +478,14 @@ def test_fit_takes_max_retries_and_variance_threshold(tmp_path, capsys, monkeypa
     _spy_timer(monkeypatch)
     out = tmp_path / "p.joblib"
     argv = [*_device_args(tmp_path / "s.sqlite", out), "--max-retries", "0",
-            "--variance-threshold", "0.2"]
+            "--variance-threshold", "0.2", "--clock", "wall", "--no-paired", "--rel-ci", "0",
+            "--min-runs", "5", "--burn-in", "0"]
     code, printed, err = _run(argv, capsys)
     assert code == 0, err
     oracle = joblib.load(out).oracle
     assert (oracle.max_retries, oracle.variance_threshold) == (0, 0.2)
+    assert (oracle.clock, oracle.paired, oracle.rel_ci, oracle.min_runs, oracle.burn_in) == (
+        "wall", False, None, 5, 0.0)
     assert "quality control: off (--n-references 0)" in printed
 
 
