@@ -362,7 +362,10 @@ class SearchSpace:
         n_bins : int
             Number of depth bins for ``"balanced"`` and ``"mixed"``.
         random_state : int, RandomState or None
-            Seed; the same seed gives the same architectures.
+            Seed; the same seed gives the same architectures (not the same
+            as the first release's per-architecture sampler gave: drawing is
+            vectorised now, see :mod:`esm_sklearn.sampling`; the distribution
+            is unchanged).
         unique : bool
             Draw distinct architectures (raises if the space runs short).
         exclude : iterable of arch, optional
