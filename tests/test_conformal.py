@@ -103,7 +103,7 @@ def test_wraps_the_transfer_model_from_ten_samples(task):
 
 def test_default_pipeline_is_used_when_no_estimator(task):
     archs, y, _ = task
-    model = ConformalLatencyRegressor(None, 0.9, method="split", random_state=0).fit(archs[:60], y[:60])
+    model = ConformalLatencyRegressor(None, 0.9, method="split", random_state=0).fit(archs[:30], y[:30])
     fitted = model.mapie_._mapie_regressor.estimator_.single_estimator_.estimator_
     assert type(fitted[-1]).__name__ == "MLPLatencyRegressor"
     assert model.predict_interval(archs[:3]).shape == (3, 2)
