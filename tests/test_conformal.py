@@ -169,3 +169,16 @@ def test_bad_latencies_are_named(task):
     bad[7] = -1.0
     with pytest.raises(ValueError, match=r"y\[7\] = -1.0"):
         ConformalLatencyRegressor(ridge()).fit(archs[:20], bad)
+
+
+def test_nas_budget_example_runs_at_small_size(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "nas_budget.py"
+    spec = importlib.util.spec_from_file_location("nas_budget_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    budget = module.main(["--n", "60", "--n-train", "30", "--epochs", "2"])
+    out = capsys.readouterr().out
+    assert budget > 0 and "upper bound <= budget" in out and "violators kept" in out
