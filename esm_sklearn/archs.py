@@ -119,6 +119,16 @@ def _match(space, value, choices, where: str, fname: str):
     )
 
 
+def _per_unit(space, arch, fname: str, what: str):
+    values = arch[fname]
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != space.n_units:
+        raise ValueError(
+            f"{space.name}: field {fname!r} must hold {space.n_units} {what} (one per unit), "
+            f"got {values!r}"
+        )
+    return values
+
+
 def validate_arch(space, arch) -> dict:
     """See :meth:`SearchSpace.validate` (reads only the space's facts)."""
     arch = load_arch(arch, space.name)
@@ -153,12 +163,7 @@ def validate_arch(space, arch) -> dict:
             )
         canon["depth"].append(int(d))
     for fname, choices in space.block_choices.items():
-        per_unit = arch[fname]
-        if not isinstance(per_unit, Sequence) or isinstance(per_unit, str) or len(per_unit) != space.n_units:
-            raise ValueError(
-                f"{space.name}: field {fname!r} must hold {space.n_units} lists (one per unit), "
-                f"got {per_unit!r}"
-            )
+        per_unit = _per_unit(space, arch, fname, "lists")
         canon[fname] = []
         for unit, (values, d) in enumerate(zip(per_unit, canon["depth"])):
             if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != d:
@@ -186,12 +191,7 @@ def validate_arch(space, arch) -> dict:
                         f"{[dict(zip(space.block_choices, c)) for c in space.block_combinations]}"
                     )
     for fname, choices in space.unit_choices.items():
-        values = arch[fname]
-        if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != space.n_units:
-            raise ValueError(
-                f"{space.name}: field {fname!r} must hold {space.n_units} values (one per unit), "
-                f"got {values!r}"
-            )
+        values = _per_unit(space, arch, fname, "values")
         canon[fname] = [
             _match(space, v, choices, f"unit {unit}: ", fname) for unit, v in enumerate(values)
         ]
