@@ -25,8 +25,6 @@ import pandas as pd
 from .collection import STAT_COLUMNS, Collection, timing_extra
 from .quality import ReferenceMonitor, check_references
 from .spaces import arch_key
-from .store import setting_key
-from .timing import describe_device
 
 __all__ = ["unit_factor"]
 
@@ -70,11 +68,8 @@ def _unit_device(kind: str, name, local: bool) -> str:
 
 def _unit_setting(oracle, space) -> tuple[dict, dict, str]:
     """The device description, protocol and setting key the oracle records."""
-    dev = oracle._check_params()
-    protocol = oracle._protocol(space, oracle._resolved_clock(dev))
-    info = describe_device(dev, oracle.threads, oracle.batch_size,
-                           oracle._effective_resolution(space))
-    return info, protocol, setting_key(info, protocol)
+    setting = oracle.setting(space)
+    return setting["device"], setting["protocol"], setting["setting_key"]
 
 
 def _run_on_unit(job: dict, archs: list | None) -> dict:

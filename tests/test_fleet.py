@@ -207,7 +207,7 @@ def test_a_unit_that_keeps_failing_is_retired(cluster, tmp_path):
 def _collect(store, n=5):
     cmd = [sys.executable, "-m", "esm_sklearn.cli", "collect", "--space", "mobilenetv3",
            "--n", str(n), "--store", str(store), "--resolution", "32", "--runs", "5",
-           "--warmup", "1", "--n-references", "1", "--check-every", "3", "--max-retries", "0",
+           "--warmup", "1", "--burn-in", "0", "--n-references", "1", "--check-every", "3", "--max-retries", "0",
            "--workers", "2", "--no-progress"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
