@@ -223,6 +223,11 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
                       "onehot, stat or lut (see make_latency_pipeline)")
     loop.add_argument("--regressor", default="mlp",
                       help="regressor: mlp, ridge, gbm or linear (see make_latency_pipeline)")
+    loop.add_argument("--transfer-from", nargs="+", default=None, metavar="MODEL",
+                      help="predictors of other devices (files saved by esm-sklearn fit, same "
+                      "space; pickles: only trusted files) to start from: the loop then fits a "
+                      "TransferLatencyRegressor on them, so a few measurements suffice "
+                      "(default: none, the --encoding/--regressor pipeline from scratch)")
     loop.add_argument("--seed", type=int, default=0,
                       help="seeds sampling, the test set and the model; rerun with the same "
                       "seed to resume a device fit")
@@ -243,7 +248,18 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
                    "trusted files)")
     p.add_argument("archs", help="file with one architecture (JSON object) per line; - for stdin")
     p.add_argument("--csv", action="store_true",
-                   help="write CSV with columns arch,latency_ms (default: one number per line)")
+                   help="write CSV with columns arch,latency_ms,ood_score,ood (distance to the "
+                   "model's training architectures and whether it is out of distribution; "
+                   "default: one number per line)")
+    p.add_argument("--device", default=None,
+                   help="the device you are predicting for (e.g. cpu, cuda, h200): warn when the "
+                   "model was fitted on another (default: not checked)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the batch size you are predicting for: warn on a mismatch (default: not "
+                   "checked)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="the input resolution you are predicting for: warn on a mismatch "
+                   "(default: not checked)")
     p.add_argument("--out", default=None, help="file to write (default: standard output)")
     p.set_defaults(func=commands["predict"])
 

@@ -201,7 +201,8 @@ def _cmd_fit(args) -> int:
 
     uses_help = any(v is not None for v in (args.help_data, args.help_device, args.help_space))
     replay = args.table is not None or uses_help
-    inputs = [("--table", args.table), ("--help-data", args.help_data)]
+    inputs = [("--table", args.table), ("--help-data", args.help_data)] + [
+        ("--transfer-from", path) for path in args.transfer_from or ()]
     if replay:
         device_opts = [("--device", args.device), ("--store", args.store)] + [
             ("--" + dest.replace("_", "-"), getattr(args, dest)) for dest, _ in _ORACLE_OPTIONS]
@@ -244,7 +245,7 @@ def _cmd_fit(args) -> int:
         oracle = TorchLatencyOracle(device=device, progress=not args.no_progress, **oracle_params)
         oracle.device_description(space)  # a bad device or setting fails here, before any file
         store_path = args.store or str(Path("runs") / f"{device.replace(':', '')}_{space.name}.sqlite")
-        out = _check_output(args.out, "--out", [("--store", store_path)], model=True)
+        out = _check_output(args.out, "--out", [("--store", store_path)] + inputs[2:], model=True)
         plots = _check_plot_dir(args.plots) if args.plots else None
         store = _open_store(store_path)
         oracle.set_params(store=store)
@@ -270,8 +271,16 @@ def _run_fit(args, space, source, data, store, oracle, out, plots) -> int:
     from .quality import ReferenceCheck
 
     replay = data is not None
-    pipeline = make_latency_pipeline(encoding=args.encoding, regressor=args.regressor,
-                                     space=space, random_state=args.seed)
+    if args.transfer_from:
+        from .transfer import TransferLatencyRegressor
+
+        sources = [_load_model(path) for path in args.transfer_from]
+        pipeline = TransferLatencyRegressor(sources, random_state=args.seed)
+        label = f"transfer from {len(sources)} predictor(s)"
+    else:
+        pipeline = make_latency_pipeline(encoding=args.encoding, regressor=args.regressor,
+                                         space=space, random_state=args.seed)
+        label = f"{args.encoding} + {args.regressor}"
     sizes = {name: getattr(args, name) if getattr(args, name) is not None else "auto"
              for name in ("n_test", "n_initial", "n_step")}
     est = ActiveLatencyEstimator(
@@ -281,7 +290,7 @@ def _run_fit(args, space, source, data, store, oracle, out, plots) -> int:
         random_state=args.seed, verbose=not args.no_progress, **sizes,
     )
     print(f"fit {space.name}: {source}")
-    print(f"  predictor {args.encoding} + {args.regressor}, strategy {args.strategy}, "
+    print(f"  predictor {label}, strategy {args.strategy}, "
           f"threshold {100 * args.acc_threshold:g}% ({args.evaluation}, {args.n_bins} bins), "
           + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f", seed {args.seed}", flush=True)
     start = time.perf_counter()
@@ -310,6 +319,11 @@ def _run_fit(args, space, source, data, store, oracle, out, plots) -> int:
               f"{'/'.join(str(_PAPER_SIZES[n]) for n in scaled)} to fit the table; "
               "give them to override)")
     _warn_small_test(len(est.X_test_))
+    if replay:  # the loop saw a table: the table knows the device, batch size, resolution
+        from .setting import record_setting, setting_from_table
+
+        record_setting(est, {**setting_from_table(data, n_bins=args.n_bins),
+                             **{k: est.setting_[k] for k in ("n_rows", "n_bins", "rows_per_bin")}})
     _atomic_write(out, lambda tmp: joblib.dump(est, tmp))
 
     print("\nhistory (accuracy on the held-out test set):")
@@ -348,17 +362,38 @@ def _cmd_predict(args) -> int:
 
     inputs = [("--model", args.model)] + ([("ARCHS", args.archs)] if args.archs != "-" else [])
     out = _check_output(args.out, "--out", inputs) if args.out else None
+    from .setting import check_setting
+
     model = _load_model(args.model)
+    setting = getattr(model, "setting_", None)
+    if setting:
+        print("model fitted for: " + ", ".join(
+            f"{k} {setting[k]}" for k in ("space", "device", "batch_size", "resolution", "source")
+            if setting.get(k) is not None), file=sys.stderr)
+    expected = {k: getattr(args, k) for k in ("device", "batch_size", "resolution")
+                if getattr(args, k) is not None}
+    if expected:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_setting(model, **expected)
+        for w in caught:
+            print(f"esm-sklearn predict: warning: {w.message}", file=sys.stderr)
     archs = _read_archs(args.archs, _model_space(model))
     pred = _predict(model, archs)
+    ood = getattr(model, "ood_", None)
     if len(pred) != len(archs):
         raise ValueError(f"the model returned {len(pred)} predictions for {len(archs)} architectures")
     buf = io.StringIO()
     if args.csv:
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["arch", "latency_ms"])
-        for arch, value in zip(archs, pred, strict=True):
-            writer.writerow([json.dumps(arch, separators=(",", ":")), f"{value:.6g}"])
+        scores = ood.ood_score(archs) if ood is not None and archs else [float("nan")] * len(archs)
+        writer.writerow(["arch", "latency_ms", "ood_score", "ood"])
+        for arch, value, score in zip(archs, pred, scores, strict=True):
+            flag = "" if ood is None else int(score > ood.threshold)
+            writer.writerow([json.dumps(arch, separators=(",", ":")), f"{value:.6g}",
+                             f"{score:.3g}", flag])
     else:
         for value in pred:
             buf.write(f"{value:.6g}\n")

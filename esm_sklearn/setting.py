@@ -155,6 +155,8 @@ def setting_from_table(table, device=None, n_bins: int = 5) -> dict:
     frame = getattr(table, "frame", None)
     filename = getattr(table, "filename", None)
     source = None if filename is None else str(filename).replace("\\", "/").rsplit("/", 1)[-1]
+    if device is None:  # a HELP table names its device column
+        device = table.get("device") if isinstance(table, Mapping) else getattr(table, "device", None)
     if device is None:
         device = _single(frame, "device")
     if device is None and source is not None and "_" in source:

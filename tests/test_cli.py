@@ -710,3 +710,50 @@ def test_help_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+# ------------------------------------------- setting, OOD and transfer (issues 11, 13)
+def test_fit_records_the_tables_setting_and_predict_warns_on_another(fitted, tmp_path, capsys):
+    path, _ = fitted
+    est = joblib.load(path)
+    assert (est.setting_["device"], est.setting_["batch_size"]) == ("h200", 32)
+    assert sum(est.setting_["rows_per_bin"]) == len(est.X_train_)
+    corner = {"space": "resnet", "depth": [7] * 4, "kernel_size": [[7] * 7] * 4,
+              "expand_ratio": [[1.0] * 7] * 4}
+    src = _jsonl(tmp_path / "archs.jsonl", [est.X_test_[0], corner])
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(path), "--csv", "--device", "cpu",
+                 "--batch-size", "1", "--out", str(out_csv), str(src)]) == 0
+    err = capsys.readouterr().err
+    assert "model fitted for: space resnet, device h200, batch_size 32" in err
+    assert "warning" in err and "device" in err and "batch_size" in err
+    with out_csv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["ood"] for r in rows] == ["0", "1"]
+    assert float(rows[1]["ood_score"]) > float(rows[0]["ood_score"])
+    assert main(["predict", "--model", str(path), "--device", "h200", "--batch-size", "32",
+                 str(src)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_fit_transfer_from_other_devices_predictors(tmp_path, capsys):
+    from esm_sklearn import TransferLatencyRegressor
+
+    sources = []
+    for device in ("pixel3", "gold_6240"):
+        sources.append(tmp_path / f"{device}.joblib")
+        assert main(["fit", "--help-target-device", device, "--regressor", "ridge",
+                     "--max-samples", "300", "--out", str(sources[-1]), "--no-progress"]) == 0
+    out = tmp_path / "raspi4.joblib"
+    argv = ["fit", "--help-target-device", "raspi4", "--transfer-from", *map(str, sources),
+            "--n-initial", "10", "--n-step", "10", "--max-samples", "30", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "transfer from 2 predictor(s)" in printed
+    est = joblib.load(out)
+    assert isinstance(est.estimator_, TransferLatencyRegressor) and len(est.X_train_) <= 30
+    assert est.setting_["device"] == "raspi4"
+    # --out may not overwrite a source
+    assert main([*argv[:-3], "--out", str(sources[0]), "--no-progress"]) == 2
+    assert "--transfer-from" in capsys.readouterr().err
