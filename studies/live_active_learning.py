@@ -14,6 +14,12 @@ Run from the repository root (hours of measurement on a CPU; resumable)::
     python studies/live_active_learning.py --store runs/live_mobilenetv3_r128.sqlite
     python studies/live_active_learning.py --store runs/live_mobilenetv3_r128.sqlite --replay-only
 
+or one process per strategy on the same store (it is safe for concurrent writers),
+then ``--replay-only`` for the report::
+
+    python studies/live_active_learning.py --strategies balanced --live-only &
+    python studies/live_active_learning.py --strategies random --live-only
+
 Writes ``docs/results/fig11_live.md``, ``fig11_live_history.csv`` and
 ``fig11_live.png``.
 """
@@ -58,6 +64,8 @@ def history(est: ActiveLatencyEstimator, strategy: str, seed: int, mode: str) ->
 
 
 def run_live(args, oracle) -> list[pd.DataFrame]:
+    """Each strategy's live run; its history is also saved on its own, so strategies can
+    run in separate processes on one store (``--strategies balanced`` and ``random``)."""
     out = []
     for strategy in args.strategies:
         log(f"live {strategy}, seed {args.seed}: measuring on {oracle.device} ...")
@@ -65,6 +73,7 @@ def run_live(args, oracle) -> list[pd.DataFrame]:
         est = loop(args, strategy, args.seed, oracle=oracle, verbose=True).fit()
         hist = history(est, strategy, args.seed, "live")
         hist["wall_seconds"] = time.perf_counter() - start
+        hist.to_csv(args.out / f"fig11_live_{strategy}.csv", index=False)
         log(f"  {est.termination_condition_} after {len(est.X_train_)} samples, "
             f"{hist['wall_seconds'].iloc[-1] / 60:.1f} min; qc: {est.qc_}")
         out.append(hist)
@@ -105,7 +114,10 @@ def main(argv=None) -> int:
     parser.add_argument("--replay-seeds", type=int, nargs="*", default=[1, 2, 3, 4])
     parser.add_argument("--strategies", nargs="+", default=["balanced", "random"])
     parser.add_argument("--replay-only", action="store_true",
-                        help="replay the store without measuring")
+                        help="replay the store without measuring (and report the live runs "
+                        "saved by earlier invocations)")
+    parser.add_argument("--live-only", action="store_true",
+                        help="measure and save the live runs, no replay and no report")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -113,12 +125,18 @@ def main(argv=None) -> int:
     oracle = TorchLatencyOracle(device="cpu", resolution=args.resolution, threads=1,
                                 store=str(args.store), progress=True)
     start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.live_only:
+        run_live(args, oracle)
+        return 0
     parts = [] if args.replay_only else run_live(args, oracle)
+    if args.replay_only:  # the live runs of earlier (or parallel) invocations
+        parts = [pd.read_csv(args.out / f"fig11_live_{s}.csv") for s in args.strategies
+                 if (args.out / f"fig11_live_{s}.csv").is_file()]
     with MeasurementStore(args.store) as store:
         table = store.to_latency_table()
     parts += run_replays(args, table)
     hist = pd.concat(parts, ignore_index=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     hist.to_csv(args.out / "fig11_live_history.csv", index=False)
     fig = plot_convergence(hist.assign(dataset=hist["mode"]), title="Fig. 11 live (CPU)")
     fig.savefig(args.out / "fig11_live.png", dpi=120, bbox_inches="tight")
