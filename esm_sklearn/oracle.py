@@ -119,9 +119,9 @@ class TorchLatencyOracle(BaseEstimator):
 
     The defaults on a CPU (one thread, the thread clock, paired, adaptive
     repeats) are what ``benchmarks/bench_timing_noise.py`` found trustworthy on
-    a busy 2-core machine: worst reference spread 1.9-3% under load, against
-    18% for the thread clock alone and 34% for the wall clock
-    (``docs/results/timing_noise.md``). A GPU uses the wall clock with
+    a busy 2-core machine: worst reference spread 1.4% under load with 150
+    pairs (1.9-2.9% with 50), against 18% for the thread clock alone and 34%
+    for the wall clock (``docs/results/timing_noise.md``). A GPU uses the wall clock with
     synchronisation; pairing works there too.
 
     Parameters
