@@ -40,7 +40,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from report import log, machine, to_markdown  # noqa: E402
 
-from esm_sklearn import ActiveLatencyEstimator, MeasurementStore, TorchLatencyOracle  # noqa: E402
+from esm_sklearn import (  # noqa: E402
+    ActiveLatencyEstimator,
+    MeasurementStore,
+    TorchLatencyOracle,
+    check_references,
+)
 from esm_sklearn.plotting import plot_convergence  # noqa: E402
 
 OUT = Path("docs/results")
@@ -93,6 +98,20 @@ def run_replays(args, table: pd.DataFrame) -> list[pd.DataFrame]:
     return out
 
 
+def reference_checks(refs: pd.DataFrame) -> list[str]:
+    """The paper's 3% rule on the store's reference rounds: per collection run (runs cut
+    short with a single round left out) and pooled over every session of the setting
+    (paired latencies share the anchor's calibration, so sessions are comparable)."""
+    rounds = refs.groupby("run")["round"].nunique()
+    several = refs[refs["run"].isin(rounds[rounds >= 2].index)]
+    pooled = refs.assign(run=1, round=refs.groupby("ref_id").cumcount())
+    lines = []
+    for label, frame in (("per run", several), ("pooled over all sessions", pooled)):
+        lines.append(f"- {label} ({frame['run'].nunique()} run(s), {len(frame)} reference "
+                     f"timings): {check_references(frame)}")
+    return lines
+
+
 def summarize(hist: pd.DataFrame) -> pd.DataFrame:
     last = hist.groupby(["mode", "strategy", "seed"], as_index=False).last()
     cols = ["mode", "strategy", "seed", "n_samples", "iteration", "worst_bin", "accuracy", "end"]
@@ -119,6 +138,9 @@ def main(argv=None) -> int:
     parser.add_argument("--live-only", action="store_true",
                         help="measure and save the live runs, no replay and no report")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--export", type=Path, default=None,
+                        help="also write the store as a latency table (CSV, H200 format) with "
+                        "its references beside it")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.store.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +157,9 @@ def main(argv=None) -> int:
                  if (args.out / f"fig11_live_{s}.csv").is_file()]
     with MeasurementStore(args.store) as store:
         table = store.to_latency_table()
+        refs = store.to_references_table()
+        if args.export is not None:
+            store.export_csv(args.export)
     parts += run_replays(args, table)
     hist = pd.concat(parts, ignore_index=True)
     hist.to_csv(args.out / "fig11_live_history.csv", index=False)
@@ -159,6 +184,11 @@ def main(argv=None) -> int:
         f"{args.seed} again, then {args.replay_seeds}).",
         "",
         to_markdown(summary),
+        "",
+        f"Sampling of the stored architectures: {table['sampling'].value_counts().to_dict()}. "
+        "Reference quality control (worst coefficient of variation across rounds):",
+        "",
+        *reference_checks(refs),
         "",
         "![Fig. 11 live](fig11_live.png)",
         "",
