@@ -45,7 +45,8 @@ from esm_sklearn.datasets import load_bundled, load_help
 from esm_sklearn.metrics import latency_accuracy
 
 HELP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "external" / "help"
-BUNDLED = ["h200_resnet_b1", "h200_mobilenetv3_b1", "h200_densenet_b1", "h200_resnet_b32"]
+BUNDLED = ["h200_resnet_b1", "h200_mobilenetv3_b1", "h200_densenet_b1", "h200_resnet_b32",
+           "cpu_mobilenetv3_r128_b1", "cpu_mobilenetv3_r128_b1_paired"]
 HELP = [
     ("ofa_mobilenetv3", "2080ti_1"),      # GPU, batch 1
     ("ofa_mobilenetv3", "2080ti_64"),     # GPU, batch 64
