@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LATENCY_RANGE_MS", "check_choice", "check_fraction", "check_int", "check_real",
-           "plain"]
+__all__ = ["LATENCY_RANGE_MS", "check_choice", "check_fraction", "check_int", "check_latencies",
+           "check_real", "plain"]
 
 # Plausible latencies of one inference, in ms: 1 ns .. about 2.8 hours. Values
 # outside (1e-320, 1e308, ...) are typing or unit errors and would overflow the
@@ -152,3 +152,28 @@ def check_choice(value: Any, name: str, choices: Iterable) -> Any:
     except TypeError:  # unhashable or incomparable values are simply not choices
         pass
     raise ValueError(f"{name} must be one of {list(choices)}, got {plain(value)}")
+
+
+def check_latencies(y, n: int) -> np.ndarray:
+    """``y`` as a float vector of ``n`` latencies; NaN and inf are allowed (failed
+    measurements), numbers too large for arithmetic are not."""
+    try:
+        y = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("y must hold numeric latencies in ms") from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            f"y must hold one latency per architecture of X: got shape {y.shape} for {n} architectures"
+        )
+    low, high = LATENCY_RANGE_MS
+    with np.errstate(invalid="ignore"):
+        implausible = np.isfinite(y) & (y > 0) & ((y < low) | (y > high))
+    if implausible.any():
+        i = int(np.flatnonzero(implausible)[0])
+        raise ValueError(
+            f"y[{i}] = {float(y[i]):g} ms is outside the plausible latency range "
+            f"{low:g}..{high:g} ms; give latencies in milliseconds"
+        )
+    return y

@@ -22,7 +22,7 @@ from sklearn.model_selection import KFold, check_cv, cross_val_predict
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import LATENCY_RANGE_MS, check_choice, check_fraction, check_int, plain
+from ._validation import check_choice, check_fraction, check_int, check_latencies, plain
 from .candidates import PoolCandidates, SpaceCandidates, round_robin_cap
 from .metrics import binwise_accuracy, latency_accuracy
 from .oracle import TableOracle
@@ -389,7 +389,7 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         canon = space.validate_many(archs, lambda i: f"X[{i}]")
         replay = None
         if y is not None:
-            y = _check_latencies(y, len(canon))
+            y = check_latencies(y, len(canon))
             replay = (canon, y, space)
         # A pool arch is drawn at most once: keep the first of identical ones.
         keys = [arch_key(a) for a in canon]
@@ -488,7 +488,10 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         below = np.ones(n_bins, dtype=bool)
         self.termination_condition_ = None
         self.plateau_score_ = None
-        progress = _progress(self.verbose, self.max_iter + 1)
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=self.max_iter + 1, desc="train-evaluate-extend", unit="iter",
+                        disable=not self.verbose)
         try:
             for iteration in range(self.max_iter + 1):
                 budget = math.inf if self.max_samples is None else self.max_samples - n_measured
@@ -683,52 +686,8 @@ class ActiveLatencyEstimator(RegressorMixin, BaseEstimator):
         return latency_accuracy(y, self.predict(X))
 
 
-def _check_latencies(y, n: int) -> np.ndarray:
-    """``y`` as a float vector of ``n`` latencies; NaN and inf are allowed (failed
-    measurements), numbers too large for arithmetic are not."""
-    try:
-        y = np.asarray(y, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError("y must hold numeric latencies in ms") from None
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"y must hold one latency per architecture of X: got shape {y.shape} for {n} architectures"
-        )
-    low, high = LATENCY_RANGE_MS
-    with np.errstate(invalid="ignore"):
-        implausible = np.isfinite(y) & (y > 0) & ((y < low) | (y > high))
-    if implausible.any():
-        i = int(np.flatnonzero(implausible)[0])
-        raise ValueError(
-            f"y[{i}] = {float(y[i]):g} ms is outside the plausible latency range "
-            f"{low:g}..{high:g} ms; give latencies in milliseconds"
-        )
-    return y
-
-
 def _as_1d(pred) -> np.ndarray:
     pred = np.asarray(pred, dtype=float)
     if pred.ndim == 2 and pred.shape[1] == 1:
         pred = pred[:, 0]
     return pred
-
-
-class _NoProgress:
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(verbose: bool, total: int):
-    if not verbose:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="train-evaluate-extend", unit="iter")
