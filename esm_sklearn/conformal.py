@@ -18,6 +18,7 @@ from sklearn.model_selection import KFold, train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import LATENCY_RANGE_MS
 from .spaces import as_arch_list
 
 __all__ = ["ConformalLatencyRegressor"]
@@ -43,9 +44,11 @@ class _LogLatencyRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X):
+        # A model may predict a latency <= 0 far from its data (e.g. a linear one).
+        # NaN would make MAPIE drop the point (and warn); the smallest plausible
+        # latency instead gives it a large conformity score: wider, honest bounds.
         pred = np.asarray(self.estimator_.predict(X), dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(np.where(pred > 0, pred, np.nan))
+        return np.log(np.maximum(np.nan_to_num(pred, nan=LATENCY_RANGE_MS[0]), LATENCY_RANGE_MS[0]))
 
 
 def _as_object_array(archs: list) -> np.ndarray:

@@ -7,6 +7,7 @@ good point predictor and the bounds must cover the noise.
 
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -182,3 +183,23 @@ def test_nas_budget_example_runs_at_small_size(capsys):
     budget = module.main(["--n", "60", "--n-train", "30", "--epochs", "2"])
     out = capsys.readouterr().out
     assert budget > 0 and "upper bound <= budget" in out and "violators kept" in out
+
+
+class _SometimesNegative(Ridge):
+    """A linear model whose predictions go below zero for part of the data."""
+
+    def predict(self, X):
+        pred = super().predict(X)
+        return np.where(np.arange(len(pred)) % 4 == 0, -pred, pred)
+
+
+def test_non_positive_predictions_widen_the_bounds_instead_of_failing(task):
+    # The log score must not turn a prediction <= 0 into NaN: MAPIE then drops
+    # points or averages empty slices (this made GridSearchCV fail for some seeds).
+    archs, y, _ = task
+    model = make_pipeline(FCCEncoder(), _SometimesNegative(alpha=1e-2))
+    est = ConformalLatencyRegressor(model, 0.8, cv=3, random_state=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bounds = est.fit(archs[:60], y[:60]).predict_interval(archs[60:90])
+    assert np.isfinite(bounds).all() and (bounds[:, 0] <= bounds[:, 1]).all()
