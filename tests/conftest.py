@@ -11,6 +11,30 @@ SHARED = REPO.parent / "shared"
 H200 = SHARED / "datasets" / "h200"
 SHARED_HELP = SHARED / "external" / "help"
 
+BUILTIN_SPACES = ["resnet", "mobilenetv3", "densenet", "ofa_mobilenetv3", "fbnet"]
+
+
+def toy_space():
+    """A user-defined space with every kind of field: restricted block combinations, a
+    unit that may be empty, a unit of fixed depth, a per-unit choice and a global choice."""
+    from esm_sklearn import SearchSpace
+
+    return SearchSpace(
+        "toy", 3, [(0, 2), (1, 3), (2, 2)],
+        block_choices={"k": (3, 5), "e": (1, 2, 4)},
+        unit_choices={"w": (8, 16)},
+        global_choices={"res": (32, 64, 96)},
+        block_combinations=[(3, 1), (3, 2), (5, 4)],
+    )
+
+
+def all_spaces():
+    """Every built-in space and the toy space."""
+    from esm_sklearn import get_space
+
+    return [get_space(n) for n in BUILTIN_SPACES] + [toy_space()]
+
+
 needs_h200 = pytest.mark.skipif(not H200.is_dir(), reason=f"{H200} not present")
 needs_shared_help = pytest.mark.skipif(
     not (SHARED_HELP / "ofa_latency.csv").is_file(),

@@ -2,27 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import all_spaces, toy_space
 
 from esm_sklearn import SearchSpace, get_space
 from esm_sklearn import operators as ops
-
-BUILTIN = ["resnet", "mobilenetv3", "densenet", "ofa_mobilenetv3", "fbnet"]
-
-
-def toy_space() -> SearchSpace:
-    """Every kind of field: restricted block combinations, a unit that may be empty, a
-    unit of fixed depth, a per-unit choice and a global choice."""
-    return SearchSpace(
-        "toy", 3, [(0, 2), (1, 3), (2, 2)],
-        block_choices={"k": (3, 5), "e": (1, 2, 4)},
-        unit_choices={"w": (8, 16)},
-        global_choices={"res": (32, 64, 96)},
-        block_combinations=[(3, 1), (3, 2), (5, 4)],
-    )
-
-
-def all_spaces():
-    return [get_space(n) for n in BUILTIN] + [toy_space()]
 
 
 def ids(space):

@@ -4,25 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import all_spaces, toy_space
 
-from esm_sklearn import SearchSpace, get_space
+from esm_sklearn import get_space
 from esm_sklearn import vectors as vec
-
-BUILTIN = ["resnet", "mobilenetv3", "densenet", "ofa_mobilenetv3", "fbnet"]
-
-
-def toy_space() -> SearchSpace:
-    return SearchSpace(
-        "toy", 3, [(0, 2), (1, 3), (2, 2)],
-        block_choices={"k": (3, 5), "e": (1, 2, 4)},
-        unit_choices={"w": (8, 16)},
-        global_choices={"res": (32, 64, 96)},
-        block_combinations=[(3, 1), (3, 2), (5, 4)],
-    )
-
-
-def all_spaces():
-    return [get_space(n) for n in BUILTIN] + [toy_space()]
 
 
 @pytest.mark.parametrize("space", all_spaces(), ids=lambda s: s.name)
