@@ -20,7 +20,8 @@ load, and the seconds spent per architecture timing.
 
 ``--agreement N`` also times N random architectures with the default mode and
 with plain wall-clock timing repeated 3 times (median of the 3 trimmed means),
-and reports MAPE and Kendall's tau between the two.
+and reports MAPE and Kendall's tau between the two, and between the three
+wall-clock passes themselves (the noise floor of the comparison).
 
 Run from the repository root (about 8 minutes with the defaults on 2 cores)::
 
@@ -152,8 +153,19 @@ def agreement(args, space, anchor, anchor_ms) -> pd.DataFrame:
             rows[i]["wall_ms"].append(stats["latency_ms"])
         log(f"  wall pass {rep + 1}/3 ({time.perf_counter() - start:.0f} s)")
     frame = pd.DataFrame(rows)
+    for rep in range(3):  # each pass kept: their disagreement is the comparison's noise floor
+        frame[f"wall_{rep + 1}_ms"] = [w[rep] for w in frame["wall_ms"]]
     frame["wall_ms"] = [float(np.median(w)) for w in frame["wall_ms"]]
     return frame
+
+
+def wall_noise_floor(frame: pd.DataFrame) -> tuple[float, float]:
+    """Mean MAPE and Kendall tau between the plain wall-clock passes, over pass pairs."""
+    passes = [frame[f"wall_{k}_ms"].to_numpy() for k in (1, 2, 3)]
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    mape = np.mean([np.mean(np.abs(passes[i] / passes[j] - 1)) for i, j in pairs])
+    tau = np.mean([kendall_tau(passes[i], passes[j]) for i, j in pairs])
+    return float(mape), float(tau)
 
 
 def main(argv=None) -> int:
@@ -212,6 +224,9 @@ def main(argv=None) -> int:
         log(f"\nagreement over {len(frame)} architectures: MAPE {100 * err.mean():.2f}% "
             f"(max {100 * err.max():.1f}%), Kendall tau {tau:.3f}, paired "
             f"{frame['paired_s'].mean():.2f} s per arch")
+        mape, tau = wall_noise_floor(frame)
+        log(f"noise floor: plain wall-clock passes against each other (each a new build of "
+            f"the model): MAPE {100 * mape:.2f}%, Kendall tau {tau:.3f}")
     log(f"total {time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.1f} at end")
     return 0
 
