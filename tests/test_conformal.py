@@ -129,7 +129,7 @@ def test_tiny_training_sets(task):
 
 def test_clone_and_grid_search(task):
     archs, y, _ = task
-    est = ConformalLatencyRegressor(ridge(), 0.8, cv=3)
+    est = ConformalLatencyRegressor(ridge(), 0.8, cv=3, random_state=0)
     copy = clone(est)
     assert copy.get_params()["confidence_level"] == 0.8 and copy.estimator is not est.estimator
     search = GridSearchCV(est, {"estimator__ridge__alpha": [1e-2, 1e2]}, cv=3).fit(archs[:90], y[:90])

@@ -12,6 +12,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from conftest import toy_space
 from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
@@ -71,9 +72,60 @@ def test_one_sample_is_the_rescaled_geometric_mean_of_the_sources(task):
     archs, y, sources = task
     model = TransferLatencyRegressor(sources).fit(archs[:1], y[:1])
     geo = np.sqrt(sources[0].predict(archs[300:]) * sources[1].predict(archs[300:]))
-    np.testing.assert_allclose(model.coef_, [0.5, 0.5], rtol=1e-6)
+    # the cost counts (log parameters, log MACs) are pulled to weight 0, the sources to 1/2 each
+    assert model.cost_counts_ == ("params", "flops")
+    np.testing.assert_allclose(model.coef_, [0.5, 0.5, 0.0, 0.0], rtol=1e-6, atol=1e-9)
     ratio = model.predict(archs[300:]) / geo
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
+
+
+def test_the_parameter_count_helps_when_no_source_resembles_the_target(task):
+    archs, _, sources = task
+    # a device whose latency follows model size, which neither source tracks
+    y = 1e-6 * get_space("mobilenetv3").count_params(archs).astype(float)
+    scores = {}
+    for counts in [(), ("params",), ("params", "flops")]:
+        model = TransferLatencyRegressor(sources, cost_counts=counts,
+                                         linear_share=0).fit(archs[:10], y[:10])
+        assert model.coef_.shape == (2 + len(counts),)
+        scores[counts] = spearmanr(model.predict(archs[300:]), y[300:])[0]
+    assert scores[("params",)] > 0.99 > scores[()] + 0.05
+    assert scores[("params", "flops")] > 0.99
+
+
+def test_the_linear_stack_joins_once_samples_outnumber_sources(task):
+    archs, _, sources = task
+    ya, yb = (np.asarray(s.predict(archs), dtype=float) for s in sources)
+    y = 0.5 * ya + 2.0 * yb  # latencies that add up: the linear stack is exact
+    errors = {}
+    for share in (0.0, 0.3):
+        model = TransferLatencyRegressor(sources, linear_share=share, cost_counts=())
+        model.fit(archs[:10], y[:10])
+        errors[share] = mape(model.predict(archs[300:]), y[300:])
+        if share:
+            np.testing.assert_allclose(model.linear_coef_, [0.5, 2.0], rtol=1e-6)
+    assert errors[0.3] < 0.8 * errors[0.0]
+    one = TransferLatencyRegressor(sources).fit(archs[:1], y[:1])  # 1 sample < 2 sources
+    assert not one.linear_coef_.any()
+
+
+@pytest.mark.parametrize("counts", ["params", ("macs",), ("params", "params")])
+def test_bad_cost_counts_are_refused(task, counts):
+    archs, y, sources = task
+    with pytest.raises(ValueError, match="cost_counts must be"):
+        TransferLatencyRegressor(sources, cost_counts=counts).fit(archs[:10], y[:10])
+
+
+def test_a_space_that_cannot_count_stacks_the_sources_only_unless_counts_are_asked():
+    toy = toy_space()
+    archs = toy.sample(60, random_state=0)
+    y = 1.0 + FCCEncoder(space=toy).fit_transform(archs).sum(axis=1)
+    source = make_pipeline(FCCEncoder(space=toy), Ridge()).fit(archs, y)
+    model = TransferLatencyRegressor([source], space=toy).fit(archs[:10], y[:10])
+    assert model.cost_counts_ == () and model.coef_.shape == (1,)
+    with pytest.raises(ValueError, match="space 'toy' cannot count params"):
+        TransferLatencyRegressor([source], space=toy,
+                                 cost_counts=("params",)).fit(archs[:10], y[:10])
 
 
 def test_with_useless_sources_many_samples_learn_from_the_encoding(task):
@@ -240,3 +292,37 @@ def test_help_fbnet_ten_samples_rank_a_new_device():
     y = frame["raspi4"].to_numpy(float)
     model = TransferLatencyRegressor(sources).fit(archs[:10], y[:10])
     assert spearmanr(model.predict(archs[1000:]), y[1000:])[0] > 0.85
+
+
+@pytest.mark.parametrize("counts", [None, True, 1, (c for c in ["params"])])
+def test_cost_counts_that_are_not_a_collection_of_names_get_a_value_error(task, counts):
+    archs, y, sources = task
+    with pytest.raises(ValueError, match="cost_counts must be"):
+        TransferLatencyRegressor(sources, cost_counts=counts).fit(archs[:10], y[:10])
+
+
+def test_linear_share_is_fixed_at_fit(task):
+    archs, y, sources = task
+    model = TransferLatencyRegressor(sources).fit(archs[:10], y[:10])
+    before = model.predict(archs[300:])
+    model.set_params(linear_share=0.0)
+    np.testing.assert_array_equal(model.predict(archs[300:]), before)
+
+
+def test_a_user_defined_space_works_with_the_residual_model():
+    toy = toy_space()
+    archs = toy.sample(60, random_state=0)
+    y = 1.0 + FCCEncoder(space=toy).fit_transform(archs).sum(axis=1)
+    source = make_pipeline(FCCEncoder(space=toy), Ridge()).fit(archs, 2 + np.sqrt(y))
+    model = TransferLatencyRegressor([source], space=toy, random_state=0).fit(archs[:40], y[:40])
+    assert set(model.cv_scores_) == {"stack", "stack+residual", "scratch"}
+    assert np.all(model.predict(archs[40:]) > 0)
+
+
+@pytest.mark.parametrize("mode", ["scratch", "stack+residual"])
+def test_forced_linear_modes_never_predict_below_the_floor(task, mode):
+    archs, _, sources = task
+    y = np.exp(np.random.default_rng(0).normal(0, 2, len(archs)))  # wild latencies
+    model = TransferLatencyRegressor(sources, mode=mode, random_state=0).fit(archs[:25], y[:25])
+    pred = model.predict(archs[300:])
+    assert pred.min() >= model.latency_floor_ == pytest.approx(0.1 * y[:25].min())
