@@ -282,11 +282,11 @@ class TransferLatencyRegressor(RegressorMixin, BaseEstimator):
         if self.residual is None and self.mode in ("stack+residual", "scratch"):
             raise ValueError(f"mode={self.mode!r} needs a residual model; residual is None")
         counts = self.cost_counts
-        if isinstance(counts, str) and counts == "auto":
-            return
         names = list(counts) if isinstance(counts, (tuple, list, np.ndarray)) else None
-        if names is None or not all(isinstance(c, str) and c in COST_COUNTS for c in names) \
-                or len(set(names)) != len(names):
+        valid = (isinstance(counts, str) and counts == "auto") or (
+            names is not None and all(isinstance(c, str) and c in COST_COUNTS for c in names)
+            and len(set(names)) == len(names))
+        if not valid:
             raise ValueError(f"cost_counts must be 'auto' or a tuple of distinct names from "
                              f"{COST_COUNTS}, got {counts!r}")
 
@@ -375,10 +375,11 @@ class TransferLatencyRegressor(RegressorMixin, BaseEstimator):
 
     def _stack(self, L: np.ndarray, coef, intercept, linear_coef) -> np.ndarray:
         log_stack = L @ coef + intercept
-        linear = np.exp(L[:, :len(linear_coef)]) @ linear_coef
         share = self.linear_share_
-        if share == 0 or not np.all(linear > 0):
+        if share == 0 or not linear_coef.any():  # no linear stack fitted
             return np.exp(log_stack)
+        # non-negative weights, one of them > 0, on positive predictions: linear > 0
+        linear = np.exp(L[:, :len(linear_coef)]) @ linear_coef
         return np.exp((1 - share) * log_stack + share * np.log(linear))
 
     def _residual_model(self):
